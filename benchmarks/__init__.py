@@ -1,0 +1,1 @@
+"""Performance measurements, run as ``python -m retrieval bench NAME``; results go to results/benchmarks/."""

@@ -1,0 +1,68 @@
+"""Timing and peak-memory measurement shared by every benchmark."""
+from __future__ import annotations
+
+import gc
+import statistics
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+RESULTS = Path(__file__).resolve().parent.parent / "results" / "benchmarks"
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def peak_memory_bytes(fn: Callable[[], object], device: torch.device | str = "cpu") -> int:
+    """Extra peak memory ``fn`` needs above what is allocated before it runs.
+
+    On CUDA: the allocator's peak. On CPU: the process's resident-set high-water mark, which
+    Linux lets a process reset (``clear_refs`` 5), minus the resident set before the call.
+    """
+    gc.collect()
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        fn()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - base
+    with open("/proc/self/clear_refs", "w") as handle:
+        handle.write("5")
+    base = _status_kib("VmRSS")
+    fn()
+    return max(0, _status_kib("VmHWM") - base) * 1024
+
+
+def median_seconds(fn: Callable[[], object], repeats: int = 3, warmup: int = 1,
+                   device: torch.device | str = "cpu") -> float:
+    """Median wall time of ``fn`` over ``repeats`` runs after ``warmup`` runs."""
+    cuda = torch.device(device).type == "cuda"
+    times = []
+    for i in range(warmup + repeats):
+        if cuda:
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if cuda:
+            torch.cuda.synchronize()
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def environment_note(device: torch.device | str = "cpu") -> str:
+    """One line naming what the numbers were measured on."""
+    import os
+    import platform
+
+    where = torch.cuda.get_device_name() if torch.device(device).type == "cuda" else platform.processor() or "cpu"
+    return (f"Measured on {where} ({os.cpu_count()} CPUs visible, torch threads {torch.get_num_threads()}), "
+            f"torch {torch.__version__}.")

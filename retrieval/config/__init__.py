@@ -1,0 +1,56 @@
+"""Configs: YAML with ``_base_`` inheritance and dotted overrides, validated into :class:`Config`.
+
+>>> cfg = load_config("experiments/demo/quickstart.yaml", ["train.epochs=3"])
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+
+import yaml
+
+from retrieval.config.loader import ConfigError, apply_overrides, load_yaml_tree
+from retrieval.config.schema import (Component, Config, DataConfig, EvalConfig, EvalTarget, LossTerm,
+                                     ModelConfig, OptimizerConfig, ScheduleConfig, TrainConfig)
+from retrieval.config.validate import Where, build_dataclass
+
+__all__ = ["Component", "Config", "ConfigError", "DataConfig", "EvalConfig", "EvalTarget", "LossTerm",
+           "ModelConfig", "OptimizerConfig", "ScheduleConfig", "TrainConfig", "config_hash", "config_to_dict",
+           "dump_config", "load_config", "config_from_dict"]
+
+
+def config_from_dict(data: dict, sources: dict[str, str] | None = None) -> Config:
+    return build_dataclass(Config, data, "", Where(sources or {}))
+
+
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read ``path`` with its ``_base_`` files, apply ``key=value`` overrides, validate."""
+    data, sources = load_yaml_tree(path)
+    data = apply_overrides(data, sources, list(overrides))
+    return config_from_dict(data, sources)
+
+
+def config_to_dict(cfg) -> dict:
+    """Plain data (tuples as lists) that :func:`config_from_dict` turns back into ``cfg``."""
+    def plain(value):
+        if dataclasses.is_dataclass(value):
+            return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        return value
+
+    return plain(cfg)
+
+
+def dump_config(cfg: Config) -> str:
+    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
+
+
+def config_hash(cfg: Config) -> str:
+    """A short stable digest of the fully resolved config (keys results of table rows)."""
+    text = json.dumps(config_to_dict(cfg), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

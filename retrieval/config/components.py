@@ -1,0 +1,37 @@
+"""Checking each component's arguments against the signature of what it names."""
+from __future__ import annotations
+
+from retrieval.config.loader import ConfigError
+from retrieval.config.validate import check_arguments
+
+
+def _check(registry, component, key, where, injected=()):
+    try:
+        factory = registry.get(component.name)
+    except KeyError as error:
+        raise ConfigError(f"{where(key + '.name')}: {error.args[0]}") from None
+    component.args = check_arguments(factory, component.args, key + ".args", where, injected)
+
+
+def check_components(cfg, where) -> None:
+    """Resolve every named component in ``cfg`` and validate its arguments in place."""
+    from retrieval.data.split import DATASETS
+    from retrieval.evaluation import PROTOCOLS
+    from retrieval.losses import LOSSES
+    from retrieval.models import BACKBONES, HEADS, WHITENINGS
+
+    import retrieval.data.datasets  # noqa: F401  (registers the datasets)
+
+    _check(DATASETS, cfg.data.dataset, "data.dataset", where, ("root",))
+    _check(BACKBONES, cfg.model.backbone, "model.backbone", where)
+    _check(HEADS, cfg.model.head, "model.head", where, ("in_channels", "num_classes"))
+    if cfg.model.whitening is not None:
+        _check(WHITENINGS, cfg.model.whitening, "model.whitening", where, ("features", "labels"))
+    for name, term in cfg.losses.items():
+        _check(LOSSES, term, f"losses.{name}", where, ("num_classes", "embedding_dim"))
+    for name, target in cfg.eval.targets.items():
+        if target.dataset is not None:
+            _check(DATASETS, target.dataset, f"eval.targets.{name}.dataset", where, ("root",))
+        _check(PROTOCOLS, target.protocol, f"eval.targets.{name}.protocol", where, ("features", "split"))
+    if not any(cfg.eval.targets):
+        raise ConfigError(f"{where('eval.targets')}: at least one evaluation target is needed")

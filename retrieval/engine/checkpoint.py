@@ -1,0 +1,70 @@
+"""Checkpoints that are either whole or absent, and a resume that skips damaged ones."""
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from pathlib import Path
+
+import torch
+
+from retrieval.io import torch_save, write_text
+
+log = logging.getLogger(__name__)
+NAME = re.compile(r"^step-(\d{9})\.pt$")
+
+
+def _digest(path: Path) -> str:
+    sha = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            sha.update(block)
+    return sha.hexdigest()
+
+
+class CheckpointStore:
+    """``run_dir/checkpoints/step-NNNNNNNNN.pt`` plus a ``.sha256`` beside each.
+
+    A checkpoint is written to a temporary file, fsynced and renamed, then its digest is
+    written the same way: a checkpoint without a matching digest is not trusted. The newest
+    ``keep`` checkpoints are kept, so a damaged newest one falls back to the one before.
+    """
+
+    def __init__(self, run_dir: str | Path, keep: int = 2):
+        self.dir = Path(run_dir) / "checkpoints"
+        self.keep = keep
+
+    def paths(self) -> list[Path]:
+        if not self.dir.is_dir():
+            return []
+        return sorted(p for p in self.dir.iterdir() if NAME.match(p.name))
+
+    def save(self, state: dict, global_step: int) -> Path:
+        path = self.dir / f"step-{global_step:09d}.pt"
+        torch_save(state, path)
+        write_text(path.with_suffix(".sha256"), _digest(path) + "\n")
+        for old in self.paths()[: -self.keep]:
+            old.unlink(missing_ok=True)
+            old.with_suffix(".sha256").unlink(missing_ok=True)
+        return path
+
+    def verify(self, path: Path) -> str | None:
+        """Why ``path`` cannot be trusted, or None when it is whole."""
+        digest_file = path.with_suffix(".sha256")
+        if not digest_file.is_file():
+            return "no digest beside it (the write did not finish)"
+        if digest_file.read_text().strip() != _digest(path):
+            return "its content does not match its digest (truncated or corrupted)"
+        return None
+
+    def load_latest(self, map_location="cpu") -> tuple[dict, Path] | None:
+        """The newest whole checkpoint, reporting and skipping damaged ones; None if there is none."""
+        for path in reversed(self.paths()):
+            problem = self.verify(path)
+            if problem is None:
+                try:
+                    return torch.load(path, map_location=map_location, weights_only=True), path
+                except Exception as error:  # a whole file that still fails to load is reported, not trusted
+                    problem = f"it fails to load: {error}"
+            log.warning("checkpoint %s is unusable: %s; trying the previous one", path, problem)
+        return None

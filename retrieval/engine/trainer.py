@@ -1,0 +1,346 @@
+"""The training loop: config in, trained model, log and metrics out; resumable at any step."""
+from __future__ import annotations
+
+import logging
+import math
+import signal
+import time
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from retrieval.config import Config, config_to_dict
+from retrieval.data.loading import ImageDataset, collate_skipping
+from retrieval.data.samplers import ClassBalancedBatchSampler, RandomBatchSampler
+from retrieval.data.split import Split
+from retrieval.data.transforms import build_transform
+from retrieval.engine.checkpoint import CheckpointStore
+from retrieval.engine.criterion import Criterion
+from retrieval.engine.evaluate import evaluate, pick_split, splits_of
+from retrieval.engine.optim import build_optimizer, build_schedule
+from retrieval.engine.run_dir import RunDir
+from retrieval.io import torch_save
+
+log = logging.getLogger(__name__)
+FINAL_MODEL = "model.pt"
+TRAINING_COLUMNS = {"epoch", "loss", "lr", "seconds"}
+
+
+def evaluation_columns(row: dict) -> list[str]:
+    """The metric columns of a log row (the rest are epoch, losses, learning rate and time)."""
+    return [k for k in row if k not in TRAINING_COLUMNS and not k.startswith("loss/")]
+
+
+class TrainingError(RuntimeError):
+    """A run that cannot go on (non-finite loss, missing files); the last good checkpoint is kept."""
+
+
+class Interrupted(RuntimeError):
+    """SIGINT/SIGTERM arrived; a checkpoint of the current step was written."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+
+
+def freeze_batchnorm(model: nn.Module) -> None:
+    """Keep BatchNorm running statistics fixed (their affine weights still train)."""
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.eval()
+
+
+def contiguous_labels(split: Split) -> tuple[Split, int]:
+    """The split with labels renumbered 0..C-1 (classifier heads need that), and C."""
+    classes, inverse = np.unique(split.labels, return_inverse=True)
+    relabelled = split.subset(np.arange(len(split)))
+    relabelled.labels = inverse.astype(np.int64)
+    return relabelled, len(classes)
+
+
+def report_missing_files(split: Split) -> None:
+    """Fail before training when the split names files that are not there."""
+    from retrieval.data.verify import check_split_files
+
+    count, names = check_split_files(split)
+    if count:
+        raise TrainingError(f"split {split.name!r} references {count} missing image files under {split.root}, "
+                            f"e.g. {', '.join(names)}; re-run the dataset's preparation script, or set "
+                            "data.check_files=false (and data.bad_images=skip) to train without them")
+
+
+@contextmanager
+def stop_on_signals():
+    """Turn SIGINT/SIGTERM into a flag the loop checks between steps."""
+    flag = {"signal": None}
+
+    def handler(signum, _frame):
+        flag["signal"] = signum
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield flag
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def embedding_dim(model: nn.Module, image_size: int, device) -> int:
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        dim = model(torch.zeros(2, 3, image_size, image_size, device=device))["embedding"].shape[1]
+    model.train(was_training)
+    return int(dim)
+
+
+class Trainer:
+    def __init__(self, cfg: Config, run_dir: str | Path, progress: bool = True):
+        from retrieval.models import build_model
+
+        self.cfg, self.run, self.progress = cfg, RunDir(run_dir), progress
+        self.device = resolve_device(cfg.train.device)
+        seed_everything(cfg.seed)
+        splits = splits_of(cfg.data.dataset, cfg.data.root)
+        self.train_split, self.num_classes = contiguous_labels(
+            pick_split(splits, cfg.data.train_split, cfg.data.dataset.name))
+        if cfg.data.check_files and self.train_split.paths is not None:
+            report_missing_files(self.train_split)
+        m = cfg.model
+        self.model = build_model(m.backbone.name, m.backbone.args, m.head.name, m.head.args,
+                                 self.num_classes).to(self.device)
+        if cfg.train.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        probe_size = cfg.data.train_transform.crop or cfg.data.train_transform.random_resized_crop or 64
+        self.criterion = Criterion(cfg.losses, self.num_classes,
+                                   embedding_dim(self.model, probe_size, self.device)).to(self.device)
+        named = [*self.model.named_parameters(), *(("criterion." + n, p)
+                                                    for n, p in self.criterion.named_parameters())]
+        self.optimizer = build_optimizer(named, cfg.train.optimizer)
+        self.schedule = build_schedule(self.optimizer, cfg.train.schedule, cfg.train.epochs)
+        self.scaler = torch.amp.GradScaler(enabled=self.amp_dtype == torch.float16)
+        self.sampler = self._sampler()
+        self.store = CheckpointStore(self.run.path)
+        self.state = {"epoch": 0, "batch": 0, "global_step": 0, "history": [], "skipped_images": 0,
+                      "skipped_batches": 0, "epoch_sums": {}, "best": None}
+
+    @property
+    def amp_dtype(self):
+        if self.device.type != "cuda" or self.cfg.train.amp == "off":
+            return None
+        return torch.bfloat16 if self.cfg.train.amp == "bf16" else torch.float16
+
+    def _sampler(self):
+        d = self.cfg.data
+        if d.sampler == "random":
+            return RandomBatchSampler(len(self.train_split), d.batch_size, seed=self.cfg.seed)
+        return ClassBalancedBatchSampler(self.train_split.labels, d.samples_per_class, d.batch_size,
+                                         seed=self.cfg.seed, small_classes=d.small_classes,
+                                         batches_per_epoch=d.batches_per_epoch)
+
+    def _loader(self) -> DataLoader:
+        d = self.cfg.data
+        images = ImageDataset(self.train_split, build_transform(d.train_transform), crop_boxes=d.crop_boxes,
+                              bad_images=d.bad_images)
+        return DataLoader(images, batch_sampler=self.sampler, collate_fn=collate_skipping,
+                          num_workers=d.num_workers, pin_memory=self.device.type == "cuda")
+
+    # ----------------------------------------------------------------- checkpoints
+    def _checkpoint(self) -> None:
+        self.store.save({
+            "model": self.model.state_dict(), "criterion": self.criterion.state_dict(),
+            "optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(),
+            "scaler": self.scaler.state_dict(), "rng": torch.get_rng_state(),
+            "state": self.state, "config": config_to_dict(self.cfg),
+        }, self.state["global_step"])
+
+    def _restore(self) -> bool:
+        found = self.store.load_latest(map_location=self.device)
+        if found is None:
+            return False
+        saved, path = found
+        self.model.load_state_dict(saved["model"])
+        self.criterion.load_state_dict(saved["criterion"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.schedule.load_state_dict(saved["schedule"])
+        self.scaler.load_state_dict(saved["scaler"])
+        torch.set_rng_state(saved["rng"].cpu())
+        self.state = saved["state"]
+        log.warning("resuming from %s (epoch %d, batch %d)", path, self.state["epoch"] + 1, self.state["batch"])
+        return True
+
+    # ----------------------------------------------------------------- steps
+    def _train_mode(self) -> None:
+        self.model.train()
+        if self.cfg.train.freeze_bn:
+            freeze_batchnorm(self.model)
+
+    def _step(self, images, labels) -> tuple[float, dict] | None:
+        """One optimizer step; None when the batch was skipped for a non-finite loss."""
+        t = self.cfg.train
+        autocast = torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
+        self.optimizer.zero_grad(set_to_none=True)
+        if t.multistage:
+            from retrieval.engine.multistage import multistage_step
+
+            loss, terms = multistage_step(self.model, images, labels, self.criterion, t.multistage_chunk,
+                                          autocast=self.amp_dtype)
+        else:
+            with autocast:
+                outputs = self.model(images)
+            loss, terms = self.criterion(outputs, labels)
+        if not math.isfinite(float(loss)):
+            where = f"epoch {self.state['epoch'] + 1}, batch {self.state['batch'] + 1}"
+            if t.nonfinite == "error":
+                raise TrainingError(f"non-finite loss {float(loss)} at {where}; the last good checkpoint in "
+                                    f"{self.store.dir} is kept. Set train.nonfinite=skip to skip such batches")
+            log.warning("skipping batch with non-finite loss at %s", where)
+            self.optimizer.zero_grad(set_to_none=True)
+            return None
+        if not t.multistage:
+            self.scaler.scale(loss).backward()
+        if t.grad_clip:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return float(loss), terms
+
+    def _train_epoch(self, stop: dict) -> dict:
+        epoch, state = self.state["epoch"] + 1, self.state
+        self.sampler.set_epoch(epoch, start_batch=state["batch"])
+        self._train_mode()
+        started = time.time()
+        bar = tqdm(self._loader(), total=len(self.sampler) - state["batch"], desc=f"epoch {epoch}",
+                   leave=False, disable=not self.progress)
+        for batch in bar:
+            state["skipped_images"] += len(batch.skipped)
+            if batch.images is not None:
+                result = self._step(batch.images.to(self.device, non_blocking=True), batch.labels.to(self.device))
+                if result is None:
+                    state["skipped_batches"] += 1
+                else:
+                    sums = state["epoch_sums"]
+                    for key, value in {"loss": result[0], **{f"loss/{k}": v for k, v in result[1].items()}}.items():
+                        sums[key] = sums.get(key, 0.0) + value
+                    sums["steps"] = sums.get("steps", 0) + 1
+                    bar.set_postfix(loss=f"{result[0]:.4f}")
+            state["batch"] += 1
+            state["global_step"] += 1
+            if stop["signal"] is not None:
+                self._checkpoint()
+                raise Interrupted(f"stopped by signal {stop['signal']} at epoch {epoch}, batch {state['batch']}; "
+                                  f"checkpoint written to {self.store.dir}; run the same command to resume")
+        sums, steps = state["epoch_sums"], max(1, state["epoch_sums"].get("steps", 0))
+        row = {"epoch": epoch, **{k: v / steps for k, v in sums.items() if k != "steps"},
+               "lr": self.optimizer.param_groups[0]["lr"], "seconds": time.time() - started}
+        state["epoch_sums"], state["batch"], state["epoch"] = {}, 0, epoch
+        return row
+
+    # ----------------------------------------------------------------- evaluation and selection
+    def _evaluate(self) -> dict:
+        self.model.eval()
+        return evaluate(self.model, self.cfg, self.device, progress=self.progress)
+
+    def _record(self, row: dict) -> None:
+        t, state = self.cfg.train, self.state
+        epoch = row["epoch"]
+        if epoch == 0 or epoch % max(1, self.cfg.eval.every) == 0 or epoch == t.epochs:
+            row.update(self._evaluate())
+            score = row.get(t.select_metric)
+            if t.select == "best":
+                if score is None:
+                    raise TrainingError(f"train.select_metric {t.select_metric!r} is not among the metrics "
+                                        f"{sorted(k for k in row if k not in ('epoch',))}")
+                if state["best"] is None or score > state["best"]["score"]:
+                    state["best"] = {"epoch": epoch, "score": score}
+                    torch_save(self.model.state_dict(), self.run.path / "best_model.pt")
+        state["history"].append(row)
+        self.run.write_log(state["history"])
+
+    def fit(self) -> dict:
+        """Train (or resume) to the last epoch; return what goes into metrics.json."""
+        t = self.cfg.train
+        if not self._restore():
+            self._record({"epoch": 0})
+            self._checkpoint()
+        with stop_on_signals() as stop:
+            while self.state["epoch"] < t.epochs:
+                row = self._train_epoch(stop)
+                self.schedule.step()
+                self._record(row)
+                self._checkpoint()
+        result = self._selected_metrics()
+        if self.cfg.model.whitening is not None:
+            self._fit_whitening()
+            result["metrics_before_whitening"] = result["metrics"]
+            result["metrics"] = self._evaluate()
+        torch_save({"model": self.model.state_dict(), "config": config_to_dict(self.cfg)},
+                   self.run.path / FINAL_MODEL)
+        return result
+
+    def _fit_whitening(self) -> None:
+        """Learn the configured whitening on the training descriptors and attach it to the model."""
+        from retrieval.engine.extract import extract_features
+        from retrieval.models import WHITENINGS
+
+        spec = self.cfg.model.whitening
+        self.model.eval()
+        images = ImageDataset(self.train_split, build_transform(self.cfg.data.test_transform),
+                              crop_boxes=self.cfg.data.crop_boxes)
+        features = extract_features(self.model, images, batch_size=self.cfg.eval.batch_size, device=self.device,
+                                    num_workers=self.cfg.data.num_workers, progress=self.progress)
+        labels = torch.as_tensor(self.train_split.labels)
+        self.model.whitening = WHITENINGS.get(spec.name)(features=features, labels=labels, **spec.args)
+        self.model.whitening.to(self.device)
+
+    def _selected_metrics(self) -> dict:
+        """Metrics of the last evaluated epoch, or of the best one when the config asks for that."""
+        history, t = self.state["history"], self.cfg.train
+        if t.select == "best":
+            chosen = next(r for r in history if r["epoch"] == self.state["best"]["epoch"])
+            selection = f"best epoch on the evaluation set by {t.select_metric} (asked for by train.select)"
+        else:
+            chosen = [row for row in history if evaluation_columns(row)][-1]
+            selection = "last epoch"
+        return {
+            "metrics": {k: chosen[k] for k in evaluation_columns(chosen)},
+            "epoch0": {k: v for k, v in history[0].items() if k != "epoch"},
+            "selected_epoch": chosen["epoch"], "selection": selection,
+            "skipped_images": self.state["skipped_images"], "skipped_batches": self.state["skipped_batches"],
+        }
+
+
+def train(cfg: Config, run_dir: str | Path, progress: bool = True) -> dict:
+    """Train ``cfg`` in ``run_dir`` (resuming if it holds this run) and write metrics.json.
+
+    A finished run is not retrained: its metrics are returned as they are.
+    """
+    run = RunDir(run_dir)
+    resumed = run.claim(cfg)
+    finished = run.finished_metrics()
+    if finished is not None:
+        log.warning("%s already holds a finished run; not retraining", run.path)
+        return finished
+    if resumed:
+        log.warning("%s holds an unfinished run of this config; resuming it", run.path)
+    result = Trainer(cfg, run_dir, progress=progress).fit()
+    run.write_metrics(result)
+    return result
