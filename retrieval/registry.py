@@ -5,7 +5,8 @@ Adding a component is one module plus one ``@REGISTRY.register("name")`` line.
 from __future__ import annotations
 
 import difflib
-from typing import Callable, Generic, TypeVar
+from collections.abc import Callable
+from typing import Generic, TypeVar
 
 T = TypeVar("T", bound=Callable)
 

@@ -12,8 +12,18 @@ from pathlib import Path
 import yaml
 
 from retrieval.config.loader import ConfigError, apply_overrides, load_yaml_tree
-from retrieval.config.schema import (Component, Config, DataConfig, EvalConfig, EvalTarget, LossTerm,
-                                     ModelConfig, OptimizerConfig, ScheduleConfig, TrainConfig)
+from retrieval.config.schema import (
+    Component,
+    Config,
+    DataConfig,
+    EvalConfig,
+    EvalTarget,
+    LossTerm,
+    ModelConfig,
+    OptimizerConfig,
+    ScheduleConfig,
+    TrainConfig,
+)
 from retrieval.config.validate import Where, build_dataclass
 
 __all__ = ["Component", "Config", "ConfigError", "DataConfig", "EvalConfig", "EvalTarget", "LossTerm",
@@ -25,10 +35,14 @@ def config_from_dict(data: dict, sources: dict[str, str] | None = None) -> Confi
     return build_dataclass(Config, data, "", Where(sources or {}))
 
 
-def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Read ``path`` with its ``_base_`` files, apply ``key=value`` overrides, validate."""
+def load_config(path: str | Path, *override_layers, source: str = "the command line") -> Config:
+    """Read ``path`` with its ``_base_`` files, apply each layer of overrides in order, validate.
+
+    A layer is a list of ``key.sub=value`` strings or a mapping of dotted keys to values.
+    """
     data, sources = load_yaml_tree(path)
-    data = apply_overrides(data, sources, list(overrides))
+    for layer in override_layers:
+        data = apply_overrides(data, sources, layer or (), source)
     return config_from_dict(data, sources)
 
 

@@ -15,12 +15,11 @@ def _check(registry, component, key, where, injected=()):
 
 def check_components(cfg, where) -> None:
     """Resolve every named component in ``cfg`` and validate its arguments in place."""
+    import retrieval.data.datasets  # noqa: F401  (registers the datasets)
     from retrieval.data.split import DATASETS
     from retrieval.evaluation import PROTOCOLS
     from retrieval.losses import LOSSES
     from retrieval.models import BACKBONES, HEADS, WHITENINGS
-
-    import retrieval.data.datasets  # noqa: F401  (registers the datasets)
 
     _check(DATASETS, cfg.data.dataset, "data.dataset", where, ("root",))
     _check(BACKBONES, cfg.model.backbone, "model.backbone", where)

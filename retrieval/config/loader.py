@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +10,22 @@ import yaml
 
 BASE_KEY = "_base_"
 COMMAND_LINE = "the command line"
+
+
+class ConfigLoader(yaml.SafeLoader):
+    """Safe YAML loading that also reads ``1e-4`` as a float (YAML 1.1 wants ``1.0e-4``)."""
+
+
+ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?|[0-9][0-9_]*[eE][-+]?[0-9]+"
+               r"|\.[0-9_]+(?:[eE][-+]?[0-9]+)?|\.(?:inf|Inf|INF)|[-+]\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+    list("-+0123456789."),
+)
+
+
+def yaml_value(text: str):
+    return yaml.load(text, Loader=ConfigLoader)
 
 
 class ConfigError(ValueError):
@@ -21,7 +38,7 @@ def _read_yaml(path: Path) -> tuple[dict, dict[str, str]]:
         text = path.read_text()
     except OSError as error:
         raise ConfigError(f"cannot read config {path}: {error.strerror}") from None
-    loader = yaml.SafeLoader(text)
+    loader = ConfigLoader(text)
     try:
         node = loader.get_single_node()
         sources: dict[str, str] = {}
@@ -90,16 +107,27 @@ def load_yaml_tree(path: str | Path, _stack: tuple[Path, ...] = ()) -> tuple[dic
     return merge(merged, data), merged_sources
 
 
-def apply_overrides(data: dict, sources: dict[str, str], overrides: list[str]) -> dict:
-    """Apply ``key.sub=value`` strings; values are parsed as YAML (``3``, ``1e-4``, ``[1, 2]``, ``null``)."""
+def parse_overrides(overrides) -> list[tuple[str, Any]]:
+    """``key.sub=value`` strings (values parsed as YAML: ``3``, ``1e-4``, ``[1, 2]``, ``null``)
+    or a mapping of dotted keys to values, as ``(key, value)`` pairs."""
+    if isinstance(overrides, dict):
+        return list(overrides.items())
+    pairs = []
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"override {item!r} is not of the form key.sub=value")
         try:
-            value = yaml.safe_load(raw)
+            pairs.append((key, yaml_value(raw)))
         except yaml.YAMLError as error:
             raise ConfigError(f"override {item!r}: value is not valid YAML: {error}") from None
+    return pairs
+
+
+def apply_overrides(data: dict, sources: dict[str, str], overrides, source: str = COMMAND_LINE) -> dict:
+    """Apply dotted-key overrides (see :func:`parse_overrides`) on top of ``data``."""
+    for key, value in parse_overrides(overrides):
+        item = f"{key}={value!r}"
         *parents, leaf = key.split(".")
         node = data
         for depth, part in enumerate(parents):
@@ -111,5 +139,5 @@ def apply_overrides(data: dict, sources: dict[str, str], overrides: list[str]) -
             node = child
         node[leaf] = merge(node[leaf], value) if isinstance(node.get(leaf), dict) and isinstance(value, dict) \
             else value
-        sources[key] = COMMAND_LINE
+        sources[key] = source
     return data

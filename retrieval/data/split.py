@@ -1,8 +1,9 @@
 """The typed split every dataset parser returns, and the dataset registry."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -58,7 +59,7 @@ class Split:
     def num_classes(self) -> int:
         return len(np.unique(self.labels))
 
-    def subset(self, index: np.ndarray, name: str | None = None) -> "Split":
+    def subset(self, index: np.ndarray, name: str | None = None) -> Split:
         """The items at ``index`` (an index array or boolean mask), extra kept as is."""
         index = np.arange(len(self))[np.asarray(index)]
         pick = lambda v: None if v is None else np.asarray(v)[index]  # noqa: E731

@@ -4,10 +4,14 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 
+import numpy as np
+import torch
+
 from retrieval.config import Component, Config
 from retrieval.data.loading import ImageDataset
 from retrieval.data.split import Split, load_splits
 from retrieval.data.transforms import build_transform
+from retrieval.engine.distributed import Topology, gather_features
 
 DATA_ROOT_ENV = "RETRIEVAL_DATA_ROOT"
 
@@ -47,11 +51,22 @@ def metric_name(target: str, split: str, metric: str, cfg: Config) -> str:
     return "/".join([*parts, metric])
 
 
-def evaluate(model, cfg: Config, device, progress: bool = True) -> dict[str, float]:
+def sharded_features(model, split: Split, cfg: Config, device, progress: bool, topology: Topology) -> torch.Tensor:
+    """Descriptors of every item of ``split``; with several processes each extracts a strided shard."""
     from retrieval.engine.extract import extract_features
+
+    shard = split.subset(np.arange(topology.rank, len(split), topology.world_size)) if topology.distributed \
+        else split
+    images = ImageDataset(shard, build_transform(cfg.data.test_transform), crop_boxes=cfg.data.crop_boxes)
+    features = extract_features(model, images, batch_size=cfg.eval.batch_size, device=device,
+                                num_workers=cfg.data.num_workers, scales=tuple(cfg.eval.scales), progress=progress)
+    return gather_features(features.to(device), len(split), topology).cpu()
+
+
+def evaluate(model, cfg: Config, device, progress: bool = True, topology: Topology | None = None) -> dict[str, float]:
     from retrieval.evaluation import PROTOCOLS
 
-    transform = build_transform(cfg.data.test_transform)
+    topology = topology or Topology()
     metrics: dict[str, float] = {}
     for target_name, target in cfg.eval.targets.items():
         dataset = target.dataset or cfg.data.dataset
@@ -60,10 +75,7 @@ def evaluate(model, cfg: Config, device, progress: bool = True) -> dict[str, flo
         protocol = PROTOCOLS.get(target.protocol.name)
         for split_name in target.splits:
             split = pick_split(splits, split_name, dataset.name)
-            images = ImageDataset(split, transform, crop_boxes=cfg.data.crop_boxes)
-            features = extract_features(model, images, batch_size=cfg.eval.batch_size, device=device,
-                                        num_workers=cfg.data.num_workers, scales=tuple(cfg.eval.scales),
-                                        progress=progress)
+            features = sharded_features(model, split, cfg, device, progress, topology)
             for key, value in protocol(features, split, **target.protocol.args).items():
                 metrics[metric_name(target_name, split_name, key, cfg)] = float(value)
     return metrics

@@ -21,13 +21,14 @@ from retrieval.data.split import Split
 from retrieval.data.transforms import build_transform
 from retrieval.engine.checkpoint import CheckpointStore
 from retrieval.engine.criterion import Criterion
-from retrieval.engine.evaluate import evaluate, pick_split, splits_of
+from retrieval.engine.distributed import GlobalBatchCriterion, Topology, barrier, init_from_environment, wrap_model
+from retrieval.engine.evaluate import evaluate, pick_split, sharded_features, splits_of
 from retrieval.engine.optim import build_optimizer, build_schedule
 from retrieval.engine.run_dir import RunDir
 from retrieval.io import torch_save
 
 log = logging.getLogger(__name__)
-FINAL_MODEL = "model.pt"
+FINAL_MODEL, BEST_MODEL = "model.pt", "best_model.pt"
 TRAINING_COLUMNS = {"epoch", "loss", "lr", "seconds"}
 
 
@@ -111,28 +112,50 @@ def embedding_dim(model: nn.Module, image_size: int, device) -> int:
     return int(dim)
 
 
-class Trainer:
-    def __init__(self, cfg: Config, run_dir: str | Path, progress: bool = True):
-        from retrieval.models import build_model
+def model_for(cfg: Config, num_classes: int, device) -> nn.Module:
+    from retrieval.models import build_model
 
-        self.cfg, self.run, self.progress = cfg, RunDir(run_dir), progress
-        self.device = resolve_device(cfg.train.device)
+    m = cfg.model
+    model = build_model(m.backbone.name, m.backbone.args, m.head.name, m.head.args, num_classes).to(device)
+    return model.to(memory_format=torch.channels_last) if cfg.train.channels_last else model
+
+
+def evaluate_checkpoint(cfg: Config, path: str | Path, progress: bool = True) -> dict[str, float]:
+    """Metrics of a saved model (a run's model.pt, best_model.pt or a training checkpoint) under ``cfg``."""
+    device = resolve_device(cfg.train.device)
+    saved = torch.load(path, map_location=device, weights_only=True)
+    state = saved.get("model", saved)
+    num_classes = saved.get("num_classes")
+    if num_classes is None:
+        split = pick_split(splits_of(cfg.data.dataset, cfg.data.root), cfg.data.train_split, cfg.data.dataset.name)
+        num_classes = contiguous_labels(split)[1]
+    model = model_for(cfg, num_classes, device)
+    model.load_state_dict(state)
+    model.eval()
+    return evaluate(model, cfg, device, progress=progress)
+
+
+class Trainer:
+    def __init__(self, cfg: Config, run_dir: str | Path, progress: bool = True, topology: Topology | None = None,
+                 device: torch.device | None = None):
+        self.cfg, self.run = cfg, RunDir(run_dir)
+        self.topology = topology or Topology()
+        self.progress = progress and self.topology.is_main
+        self.device = device or resolve_device(cfg.train.device)
         seed_everything(cfg.seed)
         splits = splits_of(cfg.data.dataset, cfg.data.root)
         self.train_split, self.num_classes = contiguous_labels(
             pick_split(splits, cfg.data.train_split, cfg.data.dataset.name))
         if cfg.data.check_files and self.train_split.paths is not None:
             report_missing_files(self.train_split)
-        m = cfg.model
-        self.model = build_model(m.backbone.name, m.backbone.args, m.head.name, m.head.args,
-                                 self.num_classes).to(self.device)
-        if cfg.train.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
+        self.model = model_for(cfg, self.num_classes, self.device)
+        self.net = wrap_model(self.model, self.topology, self.device)
         probe_size = cfg.data.train_transform.crop or cfg.data.train_transform.random_resized_crop or 64
         self.criterion = Criterion(cfg.losses, self.num_classes,
                                    embedding_dim(self.model, probe_size, self.device)).to(self.device)
         named = [*self.model.named_parameters(), *(("criterion." + n, p)
                                                     for n, p in self.criterion.named_parameters())]
+        self.loss_fn = GlobalBatchCriterion(self.criterion) if self.topology.distributed else self.criterion
         self.optimizer = build_optimizer(named, cfg.train.optimizer)
         self.schedule = build_schedule(self.optimizer, cfg.train.schedule, cfg.train.epochs)
         self.scaler = torch.amp.GradScaler(enabled=self.amp_dtype == torch.float16)
@@ -148,12 +171,12 @@ class Trainer:
         return torch.bfloat16 if self.cfg.train.amp == "bf16" else torch.float16
 
     def _sampler(self):
-        d = self.cfg.data
+        d, shard = self.cfg.data, {"rank": self.topology.rank, "world_size": self.topology.world_size}
         if d.sampler == "random":
-            return RandomBatchSampler(len(self.train_split), d.batch_size, seed=self.cfg.seed)
+            return RandomBatchSampler(len(self.train_split), d.batch_size, seed=self.cfg.seed, **shard)
         return ClassBalancedBatchSampler(self.train_split.labels, d.samples_per_class, d.batch_size,
                                          seed=self.cfg.seed, small_classes=d.small_classes,
-                                         batches_per_epoch=d.batches_per_epoch)
+                                         batches_per_epoch=d.batches_per_epoch, **shard)
 
     def _loader(self) -> DataLoader:
         d = self.cfg.data
@@ -164,11 +187,17 @@ class Trainer:
 
     # ----------------------------------------------------------------- checkpoints
     def _checkpoint(self) -> None:
+        """Written by the main process only; the others wait so that no process runs ahead of it."""
+        if self.topology.is_main:
+            self._write_checkpoint()
+        barrier(self.topology)
+
+    def _write_checkpoint(self) -> None:
         self.store.save({
             "model": self.model.state_dict(), "criterion": self.criterion.state_dict(),
             "optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(),
             "scaler": self.scaler.state_dict(), "rng": torch.get_rng_state(),
-            "state": self.state, "config": config_to_dict(self.cfg),
+            "state": self.state, "config": config_to_dict(self.cfg), "num_classes": self.num_classes,
         }, self.state["global_step"])
 
     def _restore(self) -> bool:
@@ -200,12 +229,13 @@ class Trainer:
         if t.multistage:
             from retrieval.engine.multistage import multistage_step
 
-            loss, terms = multistage_step(self.model, images, labels, self.criterion, t.multistage_chunk,
-                                          autocast=self.amp_dtype)
+            loss, terms = multistage_step(self.net, images, labels, self.loss_fn, t.multistage_chunk,
+                                          autocast=self.amp_dtype, scaler=self.scaler if self.scaler.is_enabled()
+                                          else None)
         else:
             with autocast:
-                outputs = self.model(images)
-            loss, terms = self.criterion(outputs, labels)
+                outputs = self.net(images)
+            loss, terms = self.loss_fn(outputs, labels)
         if not math.isfinite(float(loss)):
             where = f"epoch {self.state['epoch'] + 1}, batch {self.state['batch'] + 1}"
             if t.nonfinite == "error":
@@ -257,7 +287,7 @@ class Trainer:
     # ----------------------------------------------------------------- evaluation and selection
     def _evaluate(self) -> dict:
         self.model.eval()
-        return evaluate(self.model, self.cfg, self.device, progress=self.progress)
+        return evaluate(self.model, self.cfg, self.device, progress=self.progress, topology=self.topology)
 
     def _record(self, row: dict) -> None:
         t, state = self.cfg.train, self.state
@@ -271,9 +301,10 @@ class Trainer:
                                         f"{sorted(k for k in row if k not in ('epoch',))}")
                 if state["best"] is None or score > state["best"]["score"]:
                     state["best"] = {"epoch": epoch, "score": score}
-                    torch_save(self.model.state_dict(), self.run.path / "best_model.pt")
+                    self._save_model(BEST_MODEL)
         state["history"].append(row)
-        self.run.write_log(state["history"])
+        if self.topology.is_main:
+            self.run.write_log(state["history"])
 
     def fit(self) -> dict:
         """Train (or resume) to the last epoch; return what goes into metrics.json."""
@@ -292,21 +323,22 @@ class Trainer:
             self._fit_whitening()
             result["metrics_before_whitening"] = result["metrics"]
             result["metrics"] = self._evaluate()
-        torch_save({"model": self.model.state_dict(), "config": config_to_dict(self.cfg)},
-                   self.run.path / FINAL_MODEL)
+        self._save_model(FINAL_MODEL)
         return result
+
+    def _save_model(self, name: str) -> None:
+        if self.topology.is_main:
+            torch_save({"model": self.model.state_dict(), "config": config_to_dict(self.cfg),
+                       "num_classes": self.num_classes}, self.run.path / name)
 
     def _fit_whitening(self) -> None:
         """Learn the configured whitening on the training descriptors and attach it to the model."""
-        from retrieval.engine.extract import extract_features
         from retrieval.models import WHITENINGS
 
         spec = self.cfg.model.whitening
         self.model.eval()
-        images = ImageDataset(self.train_split, build_transform(self.cfg.data.test_transform),
-                              crop_boxes=self.cfg.data.crop_boxes)
-        features = extract_features(self.model, images, batch_size=self.cfg.eval.batch_size, device=self.device,
-                                    num_workers=self.cfg.data.num_workers, progress=self.progress)
+        features = sharded_features(self.model, self.train_split, self.cfg, self.device, self.progress,
+                                    self.topology)
         labels = torch.as_tensor(self.train_split.labels)
         self.model.whitening = WHITENINGS.get(spec.name)(features=features, labels=labels, **spec.args)
         self.model.whitening.to(self.device)
@@ -333,14 +365,19 @@ def train(cfg: Config, run_dir: str | Path, progress: bool = True) -> dict:
 
     A finished run is not retrained: its metrics are returned as they are.
     """
+    topology, device = init_from_environment(cfg.train.device)
     run = RunDir(run_dir)
-    resumed = run.claim(cfg)
+    if topology.is_main:
+        resumed = run.claim(cfg)
+    barrier(topology)
     finished = run.finished_metrics()
     if finished is not None:
         log.warning("%s already holds a finished run; not retraining", run.path)
         return finished
-    if resumed:
+    if topology.is_main and resumed:
         log.warning("%s holds an unfinished run of this config; resuming it", run.path)
-    result = Trainer(cfg, run_dir, progress=progress).fit()
-    run.write_metrics(result)
+    result = Trainer(cfg, run_dir, progress=progress, topology=topology, device=device).fit()
+    if topology.is_main:
+        run.write_metrics(result)
+    barrier(topology)
     return result
