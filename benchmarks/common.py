@@ -1,6 +1,8 @@
 """Timing and peak-memory measurement shared by every benchmark."""
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import gc
 import statistics
 import time
@@ -18,6 +20,15 @@ def _status_kib(field: str) -> int:
             if line.startswith(field + ":"):
                 return int(line.split()[1])
     raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def make_cpu_peaks_visible() -> bool:
+    """Have glibc map every block of 64 KiB or more on its own and unmap it when freed
+    (M_MMAP_THRESHOLD), so the resident-set high-water mark sees each measurement's allocations
+    instead of heap pages kept from an earlier, larger one. True when glibc accepted it."""
+    with contextlib.suppress(OSError):
+        return bool(ctypes.CDLL("libc.so.6").mallopt(-3, 64 * 1024))
+    return False
 
 
 def peak_memory_bytes(fn: Callable[[], object], device: torch.device | str = "cpu") -> int:

@@ -81,17 +81,27 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from retrieval.config import ConfigError
+    from retrieval.data.archives import ChecksumError
+    from retrieval.data.datasets.parsing import DatasetFormatError
     from retrieval.data.images import ImageLoadError
+    from retrieval.data.safe_pickle import UnsafePickleError
     from retrieval.engine.trainer import Interrupted, TrainingError
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    args = parser().parse_args(argv)
+    top = parser()
+    args, extra = top.parse_known_args(argv)
+    # Overrides may follow options (``--output DIR key=value``), which argparse leaves over.
+    if extra and (args.command not in ("train", "evaluate") or any("=" not in e or e.startswith("-") for e in extra)):
+        top.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
     try:
         args.run(args)
     except ConfigError as error:
         print(f"config error: {error}", file=sys.stderr)
         return 2
-    except (TrainingError, ImageLoadError, FileNotFoundError, KeyError) as error:
+    except (TrainingError, ImageLoadError, DatasetFormatError, UnsafePickleError, ChecksumError, FileNotFoundError,
+            KeyError) as error:
         print(f"error: {error.args[0] if isinstance(error, KeyError) else error}", file=sys.stderr)
         return 1
     except Interrupted as error:

@@ -1,6 +1,7 @@
 """Turning plain YAML data into typed dataclasses, with errors that say where and how to fix."""
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import inspect
 import types
@@ -9,6 +10,10 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 from retrieval.config.loader import ConfigError
 from retrieval.registry import closest
+
+
+SEQUENCES = (list, tuple, collections.abc.Sequence)
+MAPPINGS = (dict, collections.abc.Mapping)
 
 
 class Where:
@@ -32,9 +37,9 @@ def describe(tp) -> str:
         return "one of " + ", ".join(repr(a) for a in args)
     if origin in (Union, types.UnionType):
         return " or ".join("null" if a is type(None) else describe(a) for a in args)
-    if origin in (list, tuple):
+    if origin in SEQUENCES:
         return f"a list of {describe(args[0])}" if args else "a list"
-    if origin is dict:
+    if origin in MAPPINGS:
         return "a mapping"
     if dataclasses.is_dataclass(tp):
         return f"a mapping with keys {', '.join(f.name for f in dataclasses.fields(tp))}"
@@ -64,13 +69,13 @@ def coerce(value, tp, key: str, where: Where):
         raise ConfigError(f"{where(key)}: expected {describe(tp)}, got {value!r}.{closest(value, args)}")
     if dataclasses.is_dataclass(tp):
         return build_dataclass(tp, value, key, where)
-    if origin in (list, tuple):
+    if origin in SEQUENCES:
         if not isinstance(value, (list, tuple)):
             raise fail
         item_type = args[0] if args else Any
         items = [coerce(v, item_type, f"{key}.{i}", where) for i, v in enumerate(value)]
         return tuple(items) if origin is tuple else items
-    if origin is dict:
+    if origin in MAPPINGS:
         if not isinstance(value, dict):
             raise fail
         value_type = args[1] if args else Any

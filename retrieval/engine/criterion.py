@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from retrieval.config import LossTerm
+from retrieval.losses.functional import at_least_float32
 
 
 def build_loss(term: LossTerm, num_classes: int, embedding_dim: int) -> nn.Module:
@@ -35,7 +36,7 @@ class Criterion(nn.Module):
                                f"{sorted(outputs)}; set losses.{name}.input to one of them")
             inputs = outputs[term.input]
             parts = inputs if isinstance(inputs, (list, tuple)) else [inputs]
-            value = sum(self.losses[name](part.float(), labels) for part in parts)
+            value = sum(self.losses[name](at_least_float32(part), labels) for part in parts)
             values[name] = float(value.detach())
             total = total + term.weight * value
         return total, values

@@ -172,11 +172,15 @@ class Trainer:
 
     def _sampler(self):
         d, shard = self.cfg.data, {"rank": self.topology.rank, "world_size": self.topology.world_size}
-        if d.sampler == "random":
-            return RandomBatchSampler(len(self.train_split), d.batch_size, seed=self.cfg.seed, **shard)
-        return ClassBalancedBatchSampler(self.train_split.labels, d.samples_per_class, d.batch_size,
-                                         seed=self.cfg.seed, small_classes=d.small_classes,
-                                         batches_per_epoch=d.batches_per_epoch, **shard)
+        try:
+            if d.sampler == "random":
+                return RandomBatchSampler(len(self.train_split), d.batch_size, seed=self.cfg.seed, **shard)
+            return ClassBalancedBatchSampler(self.train_split.labels, d.samples_per_class, d.batch_size,
+                                             seed=self.cfg.seed, small_classes=d.small_classes,
+                                             batches_per_epoch=d.batches_per_epoch, **shard)
+        except ValueError as error:
+            raise TrainingError(f"cannot sample training batches from split {self.train_split.name!r}: {error}; "
+                                "adjust data.batch_size, data.samples_per_class or data.small_classes") from None
 
     def _loader(self) -> DataLoader:
         d = self.cfg.data
@@ -236,10 +240,11 @@ class Trainer:
             with autocast:
                 outputs = self.net(images)
             loss, terms = self.loss_fn(outputs, labels)
-        if not math.isfinite(float(loss)):
+        value = float(loss.detach())
+        if not math.isfinite(value):
             where = f"epoch {self.state['epoch'] + 1}, batch {self.state['batch'] + 1}"
             if t.nonfinite == "error":
-                raise TrainingError(f"non-finite loss {float(loss)} at {where}; the last good checkpoint in "
+                raise TrainingError(f"non-finite loss {value} at {where}; the last good checkpoint in "
                                     f"{self.store.dir} is kept. Set train.nonfinite=skip to skip such batches")
             log.warning("skipping batch with non-finite loss at %s", where)
             self.optimizer.zero_grad(set_to_none=True)
@@ -251,7 +256,7 @@ class Trainer:
             nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        return float(loss), terms
+        return value, terms
 
     def _train_epoch(self, stop: dict) -> dict:
         epoch, state = self.state["epoch"] + 1, self.state

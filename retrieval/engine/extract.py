@@ -1,0 +1,92 @@
+"""Descriptors of every image of a dataset, in dataset order, for evaluation or whitening.
+
+Query bounding-box crops (the revisited Oxford/Paris protocol crops each query to its box) are
+the dataset's business: build the :class:`~retrieval.data.loading.ImageDataset` with
+``crop_boxes=True``. Images of different sizes (the revisited benchmarks keep aspect ratios)
+are batched by size: items of one loader batch that share a size are stacked together, the
+others run in their own smaller batches.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import nullcontext
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from retrieval.data.loading import Batch, ImageDataset, collate_skipping
+
+
+def collate_by_size(items) -> tuple[list[Batch], list[int]]:
+    """Readable items stacked into one batch per image size; the indices of unreadable ones."""
+    groups: dict[tuple[int, ...], list] = {}
+    for item in items:
+        if item[0] is not None:
+            groups.setdefault(tuple(item[0].shape), []).append(item)
+    return [collate_skipping(group) for group in groups.values()], [item[2] for item in items if item[0] is None]
+
+
+def embed_multiscale(model, images: torch.Tensor, scales: Sequence[float] = (1.0,),
+                     scale_power: float = 1.0) -> torch.Tensor:
+    """``model.embed`` of the images resized (bilinear, antialiased) by each scale, combined as a
+    generalized mean ``(mean_s e_s^p)^(1/p)`` with ``p = scale_power`` and L2-normalised.
+
+    ``p = 1`` (the default) averages; ``p`` > 1 (e.g. a learned GeM exponent, as cirtorch's
+    multi-scale evaluation does) needs non-negative descriptors, so whitened or projected
+    descriptors with negative entries are refused.
+    """
+    if tuple(scales) == (1.0,):
+        return model.embed(images).float()
+    total = 0.0
+    for scale in scales:
+        resized = images if scale == 1.0 else F.interpolate(images, scale_factor=scale, mode="bilinear",
+                                                             align_corners=False, antialias=True)
+        embedding = model.embed(resized).float()
+        if scale_power != 1.0 and bool((embedding < 0).any()):
+            raise ValueError(f"multi-scale aggregation with scale_power={scale_power} needs non-negative "
+                             "descriptors, but these have negative entries; use scale_power=1")
+        total = total + embedding.pow(scale_power)
+    return F.normalize((total / len(scales)).pow(1.0 / scale_power), dim=-1)
+
+
+def extract_features(model, dataset: ImageDataset, batch_size: int = 64, device: str | torch.device = "cpu",
+                     num_workers: int = 0, scales: Sequence[float] = (1.0,), progress: bool = True,
+                     amp: bool = False, scale_power: float = 1.0) -> torch.Tensor:
+    """(N, D) float32 descriptors ``model.embed`` gives the N items of ``dataset``, row i = item i.
+
+    The model is moved to ``device`` and run in eval mode without autograd (its previous mode
+    is restored after). ``scales``: see :func:`embed_multiscale`. ``amp``: run the model under
+    autocast (float16 on CUDA, bfloat16 on CPU). An image that could not be read (a dataset
+    built with ``bad_images="skip"``) is an error naming every such image: evaluation never
+    silently drops an item.
+    """
+    device = torch.device(device)
+    if len(dataset) == 0:
+        raise ValueError("extract_features: the dataset is empty")
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                        collate_fn=collate_by_size, pin_memory=device.type == "cuda")
+    mixed = (torch.autocast(device.type, dtype=torch.float16 if device.type == "cuda" else torch.bfloat16)
+             if amp else nullcontext())
+    features, skipped = None, []
+    was_training = model.training
+    model.to(device).eval()
+    try:
+        with torch.no_grad(), mixed:
+            for batches, unreadable in tqdm(loader, desc="extract", unit="batch", disable=not progress):
+                skipped += unreadable
+                for batch in batches:
+                    embedding = embed_multiscale(model, batch.images.to(device, non_blocking=True), scales,
+                                                 scale_power)
+                    if features is None:
+                        features = torch.empty(len(dataset), embedding.shape[1])
+                    features[batch.indices] = embedding.cpu()
+    finally:
+        model.train(was_training)
+    if skipped:
+        names = [dataset.path(i) if dataset.split.paths is not None else f"item {i}" for i in skipped]
+        raise RuntimeError(f"{len(skipped)} images of split {dataset.split.name!r} could not be read, and "
+                           f"evaluation must not drop items: {', '.join(names[:10])}"
+                           f"{' ...' if len(names) > 10 else ''}. Repair or remove them from the split.")
+    return features
