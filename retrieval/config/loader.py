@@ -137,7 +137,6 @@ def apply_overrides(data: dict, sources: dict[str, str], overrides, source: str 
             if not isinstance(child, dict):
                 raise ConfigError(f"override {item!r}: {'.'.join(parents[: depth + 1])} is not a mapping")
             node = child
-        node[leaf] = merge(node[leaf], value) if isinstance(node.get(leaf), dict) and isinstance(value, dict) \
-            else value
+        node[leaf] = merge({leaf: node.get(leaf)}, {leaf: value})[leaf]
         sources[key] = source
     return data

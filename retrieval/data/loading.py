@@ -58,7 +58,8 @@ class ImageDataset(Dataset):
                 raise
             return None, int(self.split.labels[index]), int(index)
         if seed is not None:
-            torch.manual_seed(seed)
+            torch.random.default_generator.manual_seed(seed)  # the CPU generator only: torch.manual_seed
+            # would also seed every CUDA device, which costs more than transforming a small image
         return self.transform(image), int(self.split.labels[index]), int(index)
 
 

@@ -11,12 +11,12 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 @dataclass
 class TransformConfig:
-    """``resize``: shorter side (int) or exact size; ``crop``: square crop size (random when
+    """``resize``: the shorter side (an int, aspect kept) or an exact ``[height, width]``; ``crop``: square crop size (random when
     ``random_crop``, else centre); ``random_resized_crop``: Inception-style crop of that size;
     ``max_size``: cap on the longer side, aspect kept (the revisited benchmarks' 1024);
     ``flip``: random horizontal flip."""
 
-    resize: int | None = None
+    resize: int | tuple[int, int] | None = None
     crop: int | None = None
     random_crop: bool = False
     random_resized_crop: int | None = None
@@ -48,7 +48,7 @@ def build_transform(cfg: TransformConfig) -> T.Compose:
     if cfg.random_resized_crop is not None:
         steps.append(T.RandomResizedCrop(cfg.random_resized_crop))
     if cfg.resize is not None:
-        steps.append(T.Resize(cfg.resize))
+        steps.append(T.Resize(cfg.resize if isinstance(cfg.resize, int) else list(cfg.resize)))
     if cfg.crop is not None:
         steps.append(T.RandomCrop(cfg.crop) if cfg.random_crop else T.CenterCrop(cfg.crop))
     if cfg.flip:

@@ -121,9 +121,11 @@ def multistage_step(model: nn.Module, images: torch.Tensor, labels: torch.Tensor
         raise ValueError("the criterion's loss does not depend on any model output, so there is nothing to train")
 
     # Stage 3: recompute each chunk with activations and backpropagate its slice of the gradients.
-    for chunk in chunks:
-        with torch.enable_grad():
+    # Under DistributedDataParallel, gradients are averaged across processes once, after the last chunk.
+    for number, chunk in enumerate(chunks):
+        last = number == len(chunks) - 1
+        with torch.enable_grad(), (nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync()):
             outputs = [(tensor, gradients[key][chunk]) for key, tensor in forward(chunk) if key in gradients]
-        tensors, grads = zip(*outputs)
-        torch.autograd.backward(tensors, [g.to(t.dtype) for t, g in zip(tensors, grads)])
+            tensors, grads = zip(*outputs)
+            torch.autograd.backward(tensors, [g.to(t.dtype) for t, g in zip(tensors, grads)])
     return loss.detach(), terms

@@ -63,3 +63,11 @@ def test_malformed_override_is_an_error():
         apply_overrides({}, {}, ["train.lr"])
     with pytest.raises(ConfigError, match="train.lr is not a mapping"):
         apply_overrides({"train": {"lr": 1}}, {}, ["train.lr.x=2"])
+
+
+def test_override_naming_another_component_replaces_it_whole():
+    data = {"model": {"backbone": {"name": "resnet50", "args": {"pretrained": "IMAGENET1K_V1"}}}}
+    apply_overrides(data, {}, {"model.backbone": {"name": "small_cnn", "args": {"width": 8}}})
+    assert data["model"]["backbone"] == {"name": "small_cnn", "args": {"width": 8}}
+    apply_overrides(data, {}, {"model.backbone": {"args": {"width": 4}}})
+    assert data["model"]["backbone"] == {"name": "small_cnn", "args": {"width": 4}}

@@ -56,3 +56,9 @@ def test_longer_side_cap_only_shrinks():
     big = Image.fromarray(np.zeros((20, 40, 3), np.uint8))
     small = Image.fromarray(np.zeros((6, 8, 3), np.uint8))
     assert transform(big).shape == (3, 8, 16) and transform(small).shape == (3, 6, 8)
+
+
+def test_resize_to_an_exact_size_or_by_the_shorter_side():
+    image = Image.fromarray(np.zeros((20, 40, 3), np.uint8))
+    assert build_transform(TransformConfig(resize=(12, 12)))(image).shape == (3, 12, 12)
+    assert build_transform(TransformConfig(resize=10))(image).shape == (3, 10, 20)

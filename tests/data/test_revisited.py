@@ -36,6 +36,8 @@ def test_r1m_distractors_are_appended_to_the_gallery(tmp_path):
         write_image(r1m / "jpg" / name)
     split = load_splits("roxford5k", str(tmp_path / "roxford5k"), distractors_root=str(r1m))["test"]
     assert split.paths[-2:] == [str(r1m / "jpg" / n) for n in names]
+    beside = load_splits("roxford5k", str(tmp_path / "roxford5k"), distractors_root="revisitop1m")["test"]
+    assert beside.paths == split.paths, "a relative distractors_root is taken beside the dataset's folder"
     assert split.roles.tolist()[-3:] == [GALLERY] * 3 and split.extra["num_distractors"] == 2
     assert len(split) == len(data["qimlist"]) + len(data["imlist"]) + 2
     assert crop_sizes(split)[-1] == IMAGE_SIZE  # absolute paths load despite the split's root

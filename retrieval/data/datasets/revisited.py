@@ -9,7 +9,8 @@ crops queries, so configs set ``crop_boxes``), then the database (role ``gallery
 There are no class labels, so every label is -1; relevance is per query in ``extra["gnd"]``,
 whose indices count database images only (index 0 = first gallery item).
 
-Optional R1M distractors (``distractors_root=``: the folder with ``revisitop1m.txt`` and ``jpg/``)
+Optional R1M distractors (``distractors_root=``: the folder with ``revisitop1m.txt`` and ``jpg/``; a relative
+path is taken beside the dataset's own folder, e.g. ``revisitop1m`` next to ``roxford5k`` under one data root)
 are appended to the gallery with absolute paths; ``extra["num_distractors"]`` says how many.
 """
 from __future__ import annotations
@@ -72,6 +73,9 @@ def revisited(name: str, root: str | None, distractors_root: str | None,
               distractors_list: str) -> dict[str, Split]:
     folder = require_root(root, name)
     imlist, qimlist, gnd = read_ground_truth(find_file(folder, [f"gnd_{name}.pkl"], name))
+    if distractors_root and not os.path.isabs(distractors_root):
+        # beside the dataset, so one data root (--data-root, $RETRIEVAL_DATA_ROOT) holds both
+        distractors_root = os.path.join(os.path.dirname(os.path.abspath(folder)), distractors_root)
     distractors = read_distractors(distractors_root, distractors_list) if distractors_root else []
     gallery = [f"jpg/{image}.jpg" for image in imlist] + distractors
     boxes = np.full((len(qimlist) + len(gallery), 4), np.nan)
