@@ -85,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     from retrieval.data.datasets.parsing import DatasetFormatError
     from retrieval.data.images import ImageLoadError
     from retrieval.data.safe_pickle import UnsafePickleError
+    from retrieval.engine.checkpoint import CheckpointError
     from retrieval.engine.trainer import Interrupted, TrainingError
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -100,8 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"config error: {error}", file=sys.stderr)
         return 2
-    except (TrainingError, ImageLoadError, DatasetFormatError, UnsafePickleError, ChecksumError, FileNotFoundError,
-            KeyError) as error:
+    except (TrainingError, ImageLoadError, DatasetFormatError, UnsafePickleError, ChecksumError, CheckpointError,
+            FileNotFoundError, KeyError) as error:
         print(f"error: {error.args[0] if isinstance(error, KeyError) else error}", file=sys.stderr)
         return 1
     except Interrupted as error:

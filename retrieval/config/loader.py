@@ -10,6 +10,7 @@ import yaml
 
 BASE_KEY = "_base_"
 COMMAND_LINE = "the command line"
+PLAIN_COLLECTION_TAGS = ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq")
 
 
 class ConfigLoader(yaml.SafeLoader):
@@ -44,6 +45,10 @@ def _read_yaml(path: Path) -> tuple[dict, dict[str, str]]:
         sources: dict[str, str] = {}
 
         def convert(node, prefix: str):
+            # construct_object refuses unsafe tags on scalars; mappings and lists are built here, so check theirs.
+            if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)) and node.tag not in PLAIN_COLLECTION_TAGS:
+                raise ConfigError(f"{path}:{node.start_mark.line + 1}: the tag {node.tag!r} is not allowed in a "
+                                  "config; write plain YAML mappings, lists and values")
             if isinstance(node, yaml.MappingNode):
                 out = {}
                 for key_node, value_node in node.value:

@@ -11,7 +11,6 @@ from typing import Any, Literal, Union, get_args, get_origin
 from retrieval.config.loader import ConfigError
 from retrieval.registry import closest
 
-
 SEQUENCES = (list, tuple, collections.abc.Sequence)
 MAPPINGS = (dict, collections.abc.Mapping)
 

@@ -22,6 +22,22 @@ def _digest(path: Path) -> str:
     return sha.hexdigest()
 
 
+class CheckpointError(RuntimeError):
+    """A checkpoint or model file that cannot be loaded: truncated, corrupted, or more than tensors and plain data."""
+
+
+def read_checkpoint(path: str | Path, map_location="cpu") -> dict:
+    """A checkpoint or model file, loaded with ``weights_only=True``; :class:`CheckpointError` naming it otherwise."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as error:  # torch raises several types for a truncated, foreign or code-carrying file
+        reason = next(iter(str(error).strip().splitlines()), "")
+        raise CheckpointError(f"cannot load {path}: {type(error).__name__}: {reason} (a truncated or corrupted "
+                              "file, or one holding more than tensors and plain data, which is refused)") from None
+
+
 class CheckpointStore:
     """``run_dir/checkpoints/step-NNNNNNNNN.pt`` plus a ``.sha256`` beside each.
 
@@ -43,9 +59,13 @@ class CheckpointStore:
         path = self.dir / f"step-{global_step:09d}.pt"
         torch_save(state, path)
         write_text(path.with_suffix(".sha256"), _digest(path) + "\n")
-        for old in self.paths()[: -self.keep]:
+        # A checkpoint newer than this one was rejected by the resume that led here: it is no fallback.
+        older = [p for p in self.paths() if p <= path]
+        for old in [p for p in self.paths() if p > path] + older[: -self.keep]:
             old.unlink(missing_ok=True)
             old.with_suffix(".sha256").unlink(missing_ok=True)
+        for leftover in self.dir.glob(".step-*.tmp"):  # temporary files of writes a kill cut short
+            leftover.unlink(missing_ok=True)
         return path
 
     def verify(self, path: Path) -> str | None:
@@ -63,8 +83,8 @@ class CheckpointStore:
             problem = self.verify(path)
             if problem is None:
                 try:
-                    return torch.load(path, map_location=map_location, weights_only=True), path
-                except Exception as error:  # a whole file that still fails to load is reported, not trusted
+                    return read_checkpoint(path, map_location), path
+                except CheckpointError as error:  # a whole file that still fails to load is reported, not trusted
                     problem = f"it fails to load: {error}"
             log.warning("checkpoint %s is unusable: %s; trying the previous one", path, problem)
         return None

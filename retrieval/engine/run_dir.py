@@ -55,6 +55,8 @@ class RunDir:
             if config_to_dict(previous) != config_to_dict(cfg):
                 raise ConfigError(f"{self.path} holds a run with a different config ({existing}); "
                                   "use another --output, or delete that directory to start over")
+            if not (self.path / ENVIRONMENT).is_file():  # killed between writing the config and this record
+                write_json(self.path / ENVIRONMENT, environment())
             return True
         self.path.mkdir(parents=True, exist_ok=True)
         write_text(existing, dump_config(cfg))

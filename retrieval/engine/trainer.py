@@ -19,7 +19,7 @@ from retrieval.data.loading import ImageDataset, collate_skipping
 from retrieval.data.samplers import ClassBalancedBatchSampler, RandomBatchSampler
 from retrieval.data.split import Split
 from retrieval.data.transforms import build_transform
-from retrieval.engine.checkpoint import CheckpointStore
+from retrieval.engine.checkpoint import CheckpointStore, read_checkpoint
 from retrieval.engine.criterion import Criterion
 from retrieval.engine.distributed import GlobalBatchCriterion, Topology, barrier, init_from_environment, wrap_model
 from retrieval.engine.evaluate import evaluate, pick_split, sharded_features, splits_of
@@ -123,7 +123,7 @@ def model_for(cfg: Config, num_classes: int, device) -> nn.Module:
 def evaluate_checkpoint(cfg: Config, path: str | Path, progress: bool = True) -> dict[str, float]:
     """Metrics of a saved model (a run's model.pt, best_model.pt or a training checkpoint) under ``cfg``."""
     device = resolve_device(cfg.train.device)
-    saved = torch.load(path, map_location=device, weights_only=True)
+    saved = read_checkpoint(path, map_location=device)
     state = saved.get("model", saved)
     num_classes = saved.get("num_classes")
     if num_classes is None:
@@ -281,13 +281,19 @@ class Trainer:
             state["global_step"] += 1
             if stop["signal"] is not None:
                 self._checkpoint()
-                raise Interrupted(f"stopped by signal {stop['signal']} at epoch {epoch}, batch {state['batch']}; "
-                                  f"checkpoint written to {self.store.dir}; run the same command to resume")
+                self._stop_if_signalled(stop)
         sums, steps = state["epoch_sums"], max(1, state["epoch_sums"].get("steps", 0))
         row = {"epoch": epoch, **{k: v / steps for k, v in sums.items() if k != "steps"},
                "lr": self.optimizer.param_groups[0]["lr"], "seconds": time.time() - started}
         state["epoch_sums"], state["batch"], state["epoch"] = {}, 0, epoch
         return row
+
+    def _stop_if_signalled(self, stop: dict) -> None:
+        """After a checkpoint: raise Interrupted if SIGINT/SIGTERM arrived since the run started."""
+        if stop["signal"] is not None:
+            raise Interrupted(f"stopped by signal {stop['signal']} at epoch {self.state['epoch'] + 1}, batch "
+                              f"{self.state['batch']}; checkpoint written to {self.store.dir}; run the same "
+                              "command to resume")
 
     # ----------------------------------------------------------------- evaluation and selection
     def _evaluate(self) -> dict:
@@ -314,18 +320,20 @@ class Trainer:
     def fit(self) -> dict:
         """Train (or resume) to the last epoch; return what goes into metrics.json."""
         t = self.cfg.train
-        if not self._restore():
-            self._record({"epoch": 0})
-            self._checkpoint()
         with stop_on_signals() as stop:
+            if not self._restore():
+                self._record({"epoch": 0})
+                self._checkpoint()
+                self._stop_if_signalled(stop)
             while self.state["epoch"] < t.epochs:
                 row = self._train_epoch(stop)
                 self.schedule.step()
                 self._record(row)
                 self._checkpoint()
+                self._stop_if_signalled(stop)
         result = self._selected_metrics()
         if self.cfg.model.whitening is not None:
-            self._fit_whitening()
+            result["whitening_skipped_images"] = self._fit_whitening()
             result["metrics_before_whitening"] = result["metrics"]
             result["metrics"] = self._evaluate()
         self._save_model(FINAL_MODEL)
@@ -336,17 +344,33 @@ class Trainer:
             torch_save({"model": self.model.state_dict(), "config": config_to_dict(self.cfg),
                        "num_classes": self.num_classes}, self.run.path / name)
 
-    def _fit_whitening(self) -> None:
-        """Learn the configured whitening on the training descriptors and attach it to the model."""
+    def _fit_whitening(self) -> int:
+        """Learn the configured whitening on the training descriptors and attach it to the model.
+
+        With ``data.bad_images=skip`` the unreadable training images are left out; returns how many.
+        """
         from retrieval.models import WHITENINGS
 
         spec = self.cfg.model.whitening
         self.model.eval()
-        features = sharded_features(self.model, self.train_split, self.cfg, self.device, self.progress,
-                                    self.topology)
-        labels = torch.as_tensor(self.train_split.labels)
+        split, skipped = self._readable_training_split()
+        features = sharded_features(self.model, split, self.cfg, self.device, self.progress, self.topology)
+        labels = torch.as_tensor(split.labels)
         self.model.whitening = WHITENINGS.get(spec.name)(features=features, labels=labels, **spec.args)
         self.model.whitening.to(self.device)
+        return skipped
+
+    def _readable_training_split(self) -> tuple[Split, int]:
+        """The training split without its unreadable images when data.bad_images=skip, and their number."""
+        split = self.train_split
+        if self.cfg.data.bad_images != "skip" or split.paths is None:
+            return split, 0
+        probe = ImageDataset(split, transform=lambda image: True, bad_images="skip")  # decodes, keeps nothing
+        unreadable = [i for i in range(len(split)) if probe[i][0] is None]
+        if unreadable:
+            log.warning("learning the whitening without %d unreadable training images, e.g. %s", len(unreadable),
+                        ", ".join(probe.path(i) for i in unreadable[:5]))
+        return split.subset(np.setdiff1d(np.arange(len(split)), unreadable)), len(unreadable)
 
     def _selected_metrics(self) -> dict:
         """Metrics of the last evaluated epoch, or of the best one when the config asks for that."""

@@ -66,7 +66,8 @@ def _resnet_weights(arch: str, pretrained: str) -> tuple[dict[str, torch.Tensor]
     enum = torchvision.models.get_model_weights(arch)
     if pretrained in enum.__members__:
         weights = enum[pretrained]
-        return weights.get_state_dict(progress=True, check_hash=True), f"torchvision {weights}"
+        # A cached file is not hash-checked again, so it is loaded as untrusted too.
+        return weights.get_state_dict(progress=True, check_hash=True, weights_only=True), f"torchvision {weights}"
     if os.path.sep in pretrained or os.path.exists(pretrained) or pretrained.endswith((".pth", ".pt")):
         return read_state_dict(pretrained), pretrained
     names = list(enum.__members__)
