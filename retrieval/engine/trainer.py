@@ -30,6 +30,7 @@ from retrieval.io import torch_save
 log = logging.getLogger(__name__)
 FINAL_MODEL, BEST_MODEL = "model.pt", "best_model.pt"
 TRAINING_COLUMNS = {"epoch", "loss", "lr", "seconds"}
+MAX_NAMED_SKIPS = 10  # metrics.json names this many of the unreadable training images it skipped
 
 
 def evaluation_columns(row: dict) -> list[str]:
@@ -162,7 +163,7 @@ class Trainer:
         self.sampler = self._sampler()
         self.store = CheckpointStore(self.run.path)
         self.state = {"epoch": 0, "batch": 0, "global_step": 0, "history": [], "skipped_images": 0,
-                      "skipped_batches": 0, "epoch_sums": {}, "best": None}
+                      "skipped_files": [], "skipped_batches": 0, "epoch_sums": {}, "best": None}
 
     @property
     def amp_dtype(self):
@@ -267,6 +268,10 @@ class Trainer:
                    leave=False, disable=not self.progress)
         for batch in bar:
             state["skipped_images"] += len(batch.skipped)
+            for index in batch.skipped:
+                name = self.train_split.paths[index] if self.train_split.paths is not None else f"item {index}"
+                if name not in state["skipped_files"] and len(state["skipped_files"]) < MAX_NAMED_SKIPS:
+                    state["skipped_files"].append(name)
             if batch.images is not None:
                 result = self._step(batch.images.to(self.device, non_blocking=True), batch.labels.to(self.device))
                 if result is None:
@@ -385,7 +390,8 @@ class Trainer:
             "metrics": {k: chosen[k] for k in evaluation_columns(chosen)},
             "epoch0": {k: v for k, v in history[0].items() if k != "epoch"},
             "selected_epoch": chosen["epoch"], "selection": selection,
-            "skipped_images": self.state["skipped_images"], "skipped_batches": self.state["skipped_batches"],
+            "skipped_images": self.state["skipped_images"], "skipped_files": self.state["skipped_files"],
+            "skipped_batches": self.state["skipped_batches"],
         }
 
 

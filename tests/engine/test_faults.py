@@ -412,6 +412,7 @@ def test_with_skip_a_corrupt_training_image_is_counted_in_metrics_json(cub, tmp_
     train(config(data__bad_images="skip"), tmp_path / "run", progress=False)
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["skipped_images"] == BATCHES and metrics["skipped_batches"] == 0
+    assert [name.split("/")[-1] for name in metrics["skipped_files"]] == [train_images[3].name]
 
 
 def test_with_skip_a_corrupt_training_image_does_not_stop_the_whitening_fit(cub, tmp_path):
