@@ -89,6 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     from retrieval.engine.trainer import Interrupted, TrainingError
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["table"]:  # argparse's REMAINDER refuses a first argument that looks like an option
+        argv = ["table", "--", *argv[1:]]
     top = parser()
     args, extra = top.parse_known_args(argv)
     # Overrides may follow options (``--output DIR key=value``), which argparse leaves over.
