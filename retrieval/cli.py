@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["table"]:  # argparse's REMAINDER refuses a first argument that looks like an option
+    if argv[:1] == ["table"] and argv[1:2] != ["--"]:  # REMAINDER refuses a first argument like an option
         argv = ["table", "--", *argv[1:]]
     top = parser()
     args, extra = top.parse_known_args(argv)
