@@ -2,7 +2,7 @@
 
 Each test breaks something the way the world does (SIGKILL at a random moment, a truncated file,
 a corrupt JPEG in an official-layout dataset, a pickle or YAML tag that runs code) and checks
-what docs/faults.md promises: nothing lost, nothing silently changed, nothing executed. A run
+what the README's "Faults and bad input" table promises: nothing lost, nothing silently changed, nothing executed. A run
 that was interrupted is compared with an uninterrupted run of the same config: the same
 metrics.json, the same per-epoch log (time aside) and the same model.pt weights, bit for bit.
 """
