@@ -11,8 +11,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 @dataclass
 class TransformConfig:
-    """``resize``: the shorter side (an int, aspect kept) or an exact ``[height, width]``; ``crop``: square crop size (random when
-    ``random_crop``, else centre); ``random_resized_crop``: Inception-style crop of that size;
+    """``resize``: the shorter side (an int, aspect kept) or an exact ``[height, width]``;
+    ``crop``: square crop size (random when ``random_crop``, else centre);
+    ``random_resized_crop``: Inception-style crop of that size;
     ``max_size``: cap on the longer side, aspect kept (the revisited benchmarks' 1024);
     ``flip``: random horizontal flip."""
 
