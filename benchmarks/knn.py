@@ -7,24 +7,27 @@ each a class centre plus noise, so that Recall@1..1000 are far from 0 and 1. In 
 
 - Recall@{1, 10, 100, 1000}, leave-one-out: faiss ``IndexFlatIP`` (k = 1001 neighbours, the query
   dropped) against ours (``recall_at_k``: counting, per query, the items ranked above its best
-  positive) and our top-1000 lists (``knn``); the recalls must be identical. Each runs once over
-  all queries (recalls, peak memory, time). As the 2 cores are shared with other jobs, whose load
-  changes from minute to minute, the speed comparison is also paired: the same searches, chunk
-  by chunk of queries against all items, the methods alternating within each chunk, summed.
+  positive) and our top-1000 lists (``knn``); the recalls must be identical. The 2 cores are shared
+  with other jobs whose load changes from minute to minute, so times are paired: the same searches,
+  chunk by chunk of queries against all items, the methods alternating within each chunk, summed.
 - Full-ranking mAP (and the other metrics) with ``retrieval_metrics``. faiss has no bounded-memory
   full ranking, so its mAP is a k = N search on a sample of queries, timed and scaled to all
   queries (labelled), and its per-query APs are compared with ours on that sample.
 - The similarity GEMM alone, torch.mm against numpy's BLAS (which our CPU path uses).
-- Our time and peak memory at several sizes, fitted (a n^2 + b n, and c + d n) and extrapolated
-  to the VGGFace2 test size (about 169k); extrapolated rows say so.
+- Time and peak memory at several sizes, fitted (a n^2 + b n, and c + d n) and extrapolated to
+  the VGGFace2 test size (about 169k); extrapolated rows say so.
 
-Peak memory is the rise of the resident set above what was allocated before the call (the
-embeddings themselves, 4 bytes x 512 per item, are already there). Results: results/benchmarks/knn.{csv,md}
-(``--quick``: a small run to knn-quick.{csv,md}).
+Times are taken first; peaks afterwards, in separate runs with glibc told to map every block of
+64 KiB or more afresh (so the resident-set high-water mark sees it; this slows allocation-heavy
+code, hence no timing then). A peak is the rise above what was allocated before the call (the
+embeddings themselves, 4 bytes x 512 per item, are already there). Results go to
+results/benchmarks/knn.{csv,md} (``--quick``: a small run, to knn-quick.{csv,md}).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
 import time
 from dataclasses import dataclass
 
@@ -63,26 +66,32 @@ def embeddings(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
 class Measured:
     seconds: float  # wall clock
     cpu_seconds: float  # user + system time of every thread of the process: steadier on shared cores
-    peak: float  # bytes above the resident set before the call
+    peak: float = float("nan")  # bytes above the resident set before the call
     result: object = None
 
 
-def measure(fn) -> Measured:
+def timed(fn) -> Measured:
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = fn()
+    return Measured(time.perf_counter() - wall, time.process_time() - cpu, result=result)
+
+
+def peak_of(fn) -> tuple[float, object]:
+    """(peak extra bytes, result) of one call; run after ``make_cpu_peaks_visible``.
+
+    Free heap pages are first handed back to the system (malloc_trim), lest the call reuse pages
+    already resident from earlier runs, which would hide them from the high-water mark.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
     out = {}
-
-    def timed():
-        wall, cpu = time.perf_counter(), time.process_time()
-        out["result"] = fn()
-        out["seconds"], out["cpu"] = time.perf_counter() - wall, time.process_time() - cpu
-
-    peak = peak_memory_bytes(timed)
-    return Measured(out["seconds"], out["cpu"], peak, out["result"])
+    peak = peak_memory_bytes(lambda: out.setdefault("result", fn()))
+    return peak, out["result"]
 
 
 def median(runs: list[Measured]) -> Measured:
-    """Median wall and CPU time, largest peak, first result."""
-    return Measured(float(np.median([r.seconds for r in runs])), float(np.median([r.cpu_seconds for r in runs])),
-                    max(r.peak for r in runs), runs[0].result)
+    """Median wall and CPU time."""
+    return Measured(float(np.median([r.seconds for r in runs])), float(np.median([r.cpu_seconds for r in runs])))
 
 
 def flat_index(x: torch.Tensor):
@@ -162,13 +171,6 @@ def extrapolate(sizes: list[int], values: list[float], target: int, quadratic: b
     return float(np.array([t**2, t] if quadratic else [1.0, t]) @ coefficients)
 
 
-def recall_benchmark(x, labels, block_size: int) -> dict[str, Measured]:
-    """Each recall method once over every query, leave-one-out."""
-    return {"faiss": measure(lambda: faiss_recall(x, labels)),
-            "ours": measure(lambda: recall_at_k(x, labels, ks=KS, block_size=block_size)),
-            "lists": measure(lambda: our_knn_recall(x, labels, block_size))}
-
-
 def paired_timing(x, labels, block_size: int, chunk: int) -> dict[str, Measured]:
     """Wall and CPU time of each method's search, summed over chunks of queries against every item;
     within a chunk the methods run back to back, in an order that alternates from chunk to chunk."""
@@ -188,23 +190,14 @@ def paired_timing(x, labels, block_size: int, chunk: int) -> dict[str, Measured]
     return {name: Measured(wall, cpu, float("nan")) for name, (wall, cpu) in totals.items()}
 
 
-def map_benchmark(x, labels, block_size: int, sample: int) -> dict[str, Measured]:
-    """Ours on every query; faiss's full ranking on ``sample`` queries, scaled to all (time only)."""
-    ours = measure(lambda: per_query_metrics(x, labels, ks=KS, block_size=block_size))
-    faiss = measure(lambda: faiss_average_precision(x, labels, sample))
-    scale = len(x) / sample
-    return {"ours": ours, "faiss_sample": faiss,
-            "faiss": Measured(faiss.seconds * scale, faiss.cpu_seconds * scale, faiss.peak, faiss.result)}
-
-
 def gemm_rows(x: torch.Tensor, repeats: int = 3) -> list[dict]:
     """One block of similarities (4,096 queries against everything) with torch.mm and with numpy's BLAS."""
     query, out = x[:4096], torch.zeros(min(4096, len(x)), len(x))
     runs = {"torch.mm (MKL)": [], "numpy matmul (OpenBLAS), used by ours": []}
     for _ in range(repeats):
-        runs["torch.mm (MKL)"].append(measure(lambda: torch.mm(query, x.T, out=out)))
+        runs["torch.mm (MKL)"].append(timed(lambda: torch.mm(query, x.T, out=out)))
         runs["numpy matmul (OpenBLAS), used by ours"].append(
-            measure(lambda: np.matmul(query.numpy(), x.numpy().T, out=out.numpy())))
+            timed(lambda: np.matmul(query.numpy(), x.numpy().T, out=out.numpy())))
     found = {name: median(measured) for name, measured in runs.items()}
     baseline = found["torch.mm (MKL)"]
     how = (f"median of {repeats}, interleaved; {len(query):,} x {len(x):,} x {x.shape[1]} GEMM; vs_faiss columns "
@@ -220,27 +213,36 @@ SCALED_NAMES = {"faiss": "faiss IndexFlatIP (k=1001)", "recall": "ours: recall_a
                 "metrics": "ours: retrieval_metrics (all metrics)"}
 
 
-def scaling_rows(sizes: list[int], block_size: int, measured_at_full: dict[str, Measured], full: int) -> list[dict]:
-    """Time and peak of faiss's recall and of ours at each size, extrapolated to the VGGFace2 test size."""
-    points = {name: [] for name in SCALED}
-    rows = []
+def scaling_times(sizes: list[int], block_size: int) -> dict[str, list[Measured]]:
+    """One leave-one-out run of each method at each size (the data of the full size is the benchmark's)."""
+    times = {name: [] for name in SCALED}
+    for n in sizes:
+        x, labels = embeddings(n, seed=0 if n == sizes[-1] else n)
+        for name, fn in SCALED.items():
+            times[name].append(timed(lambda: fn(x, labels, block_size)))  # noqa: B023 (called at once)
+    return times
+
+
+def scaling_peaks(sizes: list[int], block_size: int) -> dict[str, list[float]]:
+    peaks = {name: [] for name in SCALED}
     for n in sizes:
         x, labels = embeddings(n, seed=n)
         for name, fn in SCALED.items():
-            points[name].append(measure(lambda: fn(x, labels, block_size)))  # noqa: B023 (called at once)
-            rows.append(row("scaling", SCALED_NAMES[name], n, points[name][-1], metrics={}))
-    all_sizes = [*sizes, full]
-    for name in SCALED:
-        points[name].append(measured_at_full[name])
-    how = f"extrapolated: a n^2 + b n (time), c + d n (peak) fitted on n = {', '.join(f'{n:,}' for n in all_sizes)}"
-    at_target = {name: Measured(extrapolate(all_sizes, [p.seconds for p in found], VGGFACE2_TEST_IMAGES, True),
-                                extrapolate(all_sizes, [p.cpu_seconds for p in found], VGGFACE2_TEST_IMAGES, True),
-                                extrapolate(all_sizes, [p.peak for p in found], VGGFACE2_TEST_IMAGES, False))
+            peaks[name].append(peak_of(lambda: fn(x, labels, block_size))[0])  # noqa: B023 (called at once)
+    return peaks
+
+
+def scaling_rows(sizes: list[int], points: dict[str, list[Measured]]) -> list[dict]:
+    """The measured points (single leave-one-out runs), then the fit extrapolated to the VGGFace2 test size."""
+    rows = [row("scaling", SCALED_NAMES[name], n, point, points["faiss"][i], metrics={})
+            for name in SCALED for i, (n, point) in enumerate(zip(sizes, points[name]))]
+    how = f"extrapolated: a n^2 + b n (time), c + d n (peak) fitted on n = {', '.join(f'{n:,}' for n in sizes)}"
+    at_target = {name: Measured(extrapolate(sizes, [p.seconds for p in found], VGGFACE2_TEST_IMAGES, True),
+                                extrapolate(sizes, [p.cpu_seconds for p in found], VGGFACE2_TEST_IMAGES, True),
+                                extrapolate(sizes, [p.peak for p in found], VGGFACE2_TEST_IMAGES, False))
                  for name, found in points.items()}
-    for name in SCALED:
-        rows.append(row("scaling", SCALED_NAMES[name], VGGFACE2_TEST_IMAGES, at_target[name], at_target["faiss"],
-                        metrics={}, how=how))
-    return rows
+    return rows + [row("scaling", SCALED_NAMES[name], VGGFACE2_TEST_IMAGES, at_target[name], at_target["faiss"],
+                       metrics={}, how=how) for name in SCALED]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -251,43 +253,57 @@ def main(argv: list[str] | None = None) -> None:
                         help="similarities held at once by our path (default %(default)s)")
     parser.add_argument("--chunk", type=int, default=4096, help="queries per chunk of the paired timing")
     args = parser.parse_args(argv)
-    make_cpu_peaks_visible()
     n = 6_000 if args.quick else SOP_TEST_IMAGES
+    sample = 256 if args.quick else 1024
+    smaller = [n // 8, n // 4, n // 2]
     x, labels = embeddings(n)
-    recall = recall_benchmark(x, labels, args.block_size)
+    # Times first, with the allocator as usual.
     paired = paired_timing(x, labels, args.block_size, args.chunk)
-    full = map_benchmark(x, labels, args.block_size, sample=256 if args.quick else 1024)
-    differences = np.abs(full["ours"].result.values["map"][:len(full["faiss"].result)].numpy() - full["faiss"].result)
+    faiss_map = timed(lambda: faiss_average_precision(x, labels, sample))
+    gemm = gemm_rows(x)
+    times = scaling_times([*smaller, n], args.block_size)
+    metrics = times["metrics"][-1]
+    # Then peaks, with every block of 64 KiB or more mapped afresh (which slows allocation-heavy code, so
+    # no time is taken from here on); these runs also give the recalls.
+    make_cpu_peaks_visible()
+    peaks, recalls = {}, {}
+    for name, fn in (("faiss", lambda: faiss_recall(x, labels)),
+                     ("ours", lambda: recall_at_k(x, labels, ks=KS, block_size=args.block_size)),
+                     ("lists", lambda: our_knn_recall(x, labels, args.block_size))):
+        peaks[name], recalls[name] = peak_of(fn)
+    metrics.peak = peak_of(lambda: per_query_metrics(x, labels, ks=KS, block_size=args.block_size))[0]
+    for name in paired:
+        paired[name].peak = peaks[name]
+    small_peaks = scaling_peaks(smaller, args.block_size)
+    full_peaks = {"faiss": peaks["faiss"], "recall": peaks["ours"], "metrics": metrics.peak}
+    points = {name: [Measured(t.seconds, t.cpu_seconds, peak)
+                     for t, peak in zip(times[name], [*small_peaks[name], full_peaks[name]])] for name in SCALED}
+
+    scale = n / sample
+    faiss_map = Measured(faiss_map.seconds * scale, faiss_map.cpu_seconds * scale, result=faiss_map.result)
+    differences = np.abs(metrics.result.values["map"][:sample].numpy() - faiss_map.result)
     differing = np.flatnonzero(differences > 1e-12)
     ties = max((nearest_tie(x, labels, int(q)) for q in differing), default=0.0)
     chunks = -(-n // args.chunk)
-    paired_how = (f"paired: {chunks} chunks of {args.chunk:,} queries against all {n:,} items (self included), "
-                  "methods alternating within each chunk; sums")
-    rows = [row("recall@K", SCALED_NAMES["faiss"], n, recall["faiss"], recall["faiss"]),
-            row("recall@K", SCALED_NAMES["recall"], n, recall["ours"], recall["faiss"]),
-            row("recall@K", "ours: knn top-1000 lists", n, recall["lists"], recall["faiss"]),
-            *[row("recall@K search time", method, n, paired[name], paired["faiss"], metrics={}, how=paired_how)
-              for name, method in (("faiss", SCALED_NAMES["faiss"]), ("ours", SCALED_NAMES["recall"]),
-                                   ("lists", "ours: knn top-1000 lists"))],
-            row("full-ranking mAP", "faiss IndexFlatIP (k=N), sample", n, full["faiss"], full["faiss"],
-                metrics={"map": float(full["faiss"].result.mean())},
-                how=f"{len(full['faiss'].result):,} queries timed and scaled x{n / len(full['faiss'].result):.1f} "
-                    "(time only); map of those queries"),
-            row("full-ranking mAP", SCALED_NAMES["metrics"], n, full["ours"], full["faiss"],
-                metrics=full["ours"].result.means())]
-    rows += gemm_rows(x)
-    rows += scaling_rows([n // 8, n // 4, n // 2], args.block_size,
-                         {"faiss": recall["faiss"], "recall": recall["ours"], "metrics": full["ours"]}, n)
-    identical = recall["faiss"].result == recall["ours"].result == recall["lists"].result
+    paired_how = (f"time: {chunks} chunks of {args.chunk:,} queries against all {n:,} items (self included), "
+                  "methods alternating within each chunk, summed; recalls and peak: one leave-one-out run")
+    names = {"faiss": SCALED_NAMES["faiss"], "ours": SCALED_NAMES["recall"], "lists": "ours: knn top-1000 lists"}
+    rows = [row("recall@K", method, n, paired[name], paired["faiss"], metrics=recalls[name], how=paired_how)
+            for name, method in names.items()]
+    rows += [row("full-ranking mAP", "faiss IndexFlatIP (k=N), sample", n, faiss_map, faiss_map,
+                 metrics={"map": float(faiss_map.result.mean())},
+                 how=f"{sample:,} queries timed and scaled x{scale:.1f} (time only); map of those queries"),
+             row("full-ranking mAP", SCALED_NAMES["metrics"], n, metrics, faiss_map, metrics=metrics.result.means(),
+                 how="one leave-one-out run")]
+    rows += gemm + scaling_rows([*smaller, n], points)
+    identical = recalls["faiss"] == recalls["ours"] == recalls["lists"]
     verdict = (
-        f"Recall@K identical to faiss's: {'yes' if identical else 'NO'}. Recall@K search, paired: ours "
-        f"(recall_at_k) took {paired['ours'].seconds / paired['faiss'].seconds:.2f}x faiss's wall time "
-        f"({paired['ours'].cpu_seconds / paired['faiss'].cpu_seconds:.2f}x its CPU time; target at most 1.2x); "
-        f"single runs over all queries: {recall['ours'].seconds / recall['faiss'].seconds:.2f}x wall, "
-        f"{recall['ours'].cpu_seconds / recall['faiss'].cpu_seconds:.2f}x CPU. Our peak: "
-        f"{recall['ours'].peak / 2**30:.2f} GiB (target at most 3 GB; faiss's {recall['faiss'].peak / 2**30:.2f} GiB "
-        f"holds its k-neighbour lists). Full-ranking metrics: {full['ours'].seconds:.1f} s, peak "
-        f"{full['ours'].peak / 2**30:.2f} GiB. Per-query AP, ours against faiss's full ranking, on "
+        f"Recall@K identical to faiss's: {'yes' if identical else 'NO'}. Ours (recall_at_k) took "
+        f"{paired['ours'].seconds / paired['faiss'].seconds:.2f}x faiss's wall time "
+        f"({paired['ours'].cpu_seconds / paired['faiss'].cpu_seconds:.2f}x its CPU time; target at most 1.2x) with "
+        f"a peak of {peaks['ours'] / 2**30:.2f} GiB (target at most 3 GB; faiss's {peaks['faiss'] / 2**30:.2f} GiB "
+        f"holds its neighbour lists). Full-ranking metrics: {metrics.seconds:.1f} s, peak "
+        f"{metrics.peak / 2**30:.2f} GiB. Per-query AP, ours against faiss's full ranking, on "
         f"{len(differences):,} sampled queries: largest difference {differences.max():.1e}" + (
             f"; {len(differing)} queries differ by more than 1e-12, and in each a positive's float64 score lies "
             f"within {ties:.1e} of a non-positive's (float32 similarities from two different GEMMs carry rounding "
