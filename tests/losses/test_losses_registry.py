@@ -107,3 +107,15 @@ def test_nothing_to_rank_gives_zero_loss_and_gradient(name):
     loss = build(name, {})(embeddings, torch.tensor([0, 1, 2, 3]))
     loss.backward()
     assert loss.item() == 0.0 and embeddings.grad.abs().sum() == 0
+
+
+@pytest.mark.parametrize(("name", "args"), EMBEDDING_LOSSES, ids=IDS)
+def test_float32_under_bfloat16_autocast(name, args):
+    """Losses compute in float32 under mixed precision: the same value as on the up-cast inputs."""
+    embeddings = torch.nn.functional.normalize(torch.randn(12, DIM, generator=torch.Generator().manual_seed(2)), dim=1)
+    labels = torch.arange(12) % 4
+    loss = build(name, args)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = loss(embeddings.bfloat16(), labels)
+    assert mixed.dtype == torch.float32
+    torch.testing.assert_close(mixed, loss(embeddings.bfloat16().float(), labels))

@@ -195,15 +195,6 @@ def test_gradcheck(options):
     assert gradcheck(lambda e: loss(e, labels), (embeddings,))
 
 
-def test_float32_under_autocast():
-    embeddings, labels = embeddings_and_labels(2, torch.float32)
-    loss = QuantizedAPLoss()
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        mixed = loss(embeddings.bfloat16(), labels)
-    assert mixed.dtype == torch.float32
-    torch.testing.assert_close(mixed, loss(embeddings.bfloat16().float(), labels))
-
-
 def test_registered_and_bad_arguments_are_explained():
     assert LOSSES.get("quantized_ap") is QuantizedAPLoss
     with pytest.raises(ValueError, match="num_bins"):

@@ -93,15 +93,6 @@ def test_gradcheck(include_self):
     assert gradcheck(lambda e: loss(e, labels), (embeddings,))
 
 
-def test_float32_under_autocast():
-    embeddings, labels = batch(7, torch.float32)
-    loss = SmoothAPLoss()
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        mixed = loss(embeddings.bfloat16(), labels)
-    assert mixed.dtype == torch.float32
-    torch.testing.assert_close(mixed, loss(embeddings.bfloat16().float(), labels))
-
-
 def test_registered_with_the_authors_convention_by_default():
     loss = LOSSES.build("smooth_ap")
     assert isinstance(loss, SmoothAPLoss) and loss.include_self and loss.temperature == 0.01
