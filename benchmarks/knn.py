@@ -26,8 +26,6 @@ results/benchmarks/knn.{csv,md} (``--quick``: a small run, to knn-quick.{csv,md}
 from __future__ import annotations
 
 import argparse
-import contextlib
-import ctypes
 import time
 from dataclasses import dataclass
 
@@ -77,13 +75,7 @@ def timed(fn) -> Measured:
 
 
 def peak_of(fn) -> tuple[float, object]:
-    """(peak extra bytes, result) of one call; run after ``make_cpu_peaks_visible``.
-
-    Free heap pages are first handed back to the system (malloc_trim), lest the call reuse pages
-    already resident from earlier runs, which would hide them from the high-water mark.
-    """
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    """(peak extra bytes, result) of one call; run after ``make_cpu_peaks_visible``."""
     out = {}
     peak = peak_memory_bytes(lambda: out.setdefault("result", fn()))
     return peak, out["result"]
