@@ -41,9 +41,9 @@ def init_from_environment(device_name: str = "auto") -> tuple[Topology, torch.de
     """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size == 1 and not dist.is_initialized():
-        return Topology(), _device(device_name, 0)
+        return Topology(), resolve_device(device_name)
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = _device(device_name, local_rank)
+    device = resolve_device(device_name, local_rank)
     if not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)
@@ -51,7 +51,8 @@ def init_from_environment(device_name: str = "auto") -> tuple[Topology, torch.de
     return Topology(dist.get_rank(), dist.get_world_size(), local_rank), device
 
 
-def _device(name: str, local_rank: int) -> torch.device:
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """``"auto"``: this process's GPU when there is one, else the CPU; any other name as given."""
     if name == "auto":
         return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
     return torch.device(name)

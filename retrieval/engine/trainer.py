@@ -21,7 +21,14 @@ from retrieval.data.split import Split
 from retrieval.data.transforms import build_transform
 from retrieval.engine.checkpoint import CheckpointStore, read_checkpoint
 from retrieval.engine.criterion import Criterion
-from retrieval.engine.distributed import GlobalBatchCriterion, Topology, barrier, init_from_environment, wrap_model
+from retrieval.engine.distributed import (
+    GlobalBatchCriterion,
+    Topology,
+    barrier,
+    init_from_environment,
+    resolve_device,
+    wrap_model,
+)
 from retrieval.engine.evaluate import evaluate, pick_split, sharded_features, splits_of
 from retrieval.engine.optim import build_optimizer, build_schedule
 from retrieval.engine.run_dir import RunDir
@@ -44,12 +51,6 @@ class TrainingError(RuntimeError):
 
 class Interrupted(RuntimeError):
     """SIGINT/SIGTERM arrived; a checkpoint of the current step was written."""
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def seed_everything(seed: int) -> None:
@@ -254,7 +255,8 @@ class Trainer:
             self.scaler.scale(loss).backward()
         if t.grad_clip:
             self.scaler.unscale_(self.optimizer)
-            nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
+            nn.utils.clip_grad_norm_([p for group in self.optimizer.param_groups for p in group["params"]],
+                                     t.grad_clip)  # the criterion's parameters (proxies) too
         self.scaler.step(self.optimizer)
         self.scaler.update()
         return value, terms

@@ -113,3 +113,15 @@ def test_saved_model_evaluates_to_the_reported_metrics(tmp_path, tiny_config):
     cfg = tiny_config()
     result = train(cfg, tmp_path / "run", progress=False)
     assert evaluate_checkpoint(cfg, tmp_path / "run" / "model.pt", progress=False) == result["metrics"]
+
+
+def test_gradient_clipping_covers_the_criterions_parameters_too(tmp_path, tiny_config):
+    cfg = tiny_config(losses={"proxies": {"name": "proxy_nca"}}, train__grad_clip=1e-3)
+    trainer = Trainer(cfg, tmp_path / "run", progress=False)
+    batch = next(iter(trainer._loader()))
+    trainer._train_mode()
+    trainer._step(batch.images, batch.labels)
+    params = [p for group in trainer.optimizer.param_groups for p in group["params"]]
+    assert any(p is q for p in params for q in trainer.criterion.parameters())
+    total = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params]))
+    assert total <= 1e-3 * (1 + 1e-5)
