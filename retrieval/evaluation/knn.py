@@ -1,8 +1,18 @@
 """Exact k-nearest neighbours by inner product, in blocks whose memory a setting bounds.
 
-Features are L2-normalised float32 rows, so the inner product is the cosine similarity. The
-similarities are computed one block of ``rows x columns`` at a time, ``rows * columns <= block_size``,
-so memory never depends on the product of the dataset sizes: the full N x N matrix is never held.
+Features are L2-normalised rows, so the inner product is the cosine similarity. The similarities
+are computed one block of ``rows x columns`` at a time, ``rows * columns <= block_size``, so memory
+never depends on the product of the dataset sizes: the full N x N matrix is never held.
+
+Exact scores. A float32 (or float64) matrix product rounds its partial sums in an order that depends
+on the block shape, the BLAS kernel and its thread count, so two runs could give the same pair
+similarities differing in the last bit, and swap near-tied or even exactly duplicated neighbours.
+Here every unit row is first rounded to a fixed-point grid of ``SCORE_BITS`` = 26 fractional bits
+(:func:`exact_features`, error at most 2**-27 per coordinate) and the products are taken in float64:
+each coordinate product is a multiple of 2**-52 below 1, and by Cauchy-Schwarz every partial sum, in
+any order, stays below 2 in magnitude, so every partial sum is exactly representable and the result
+is the exact inner product of the grid rows. Scores therefore do not depend on block size, thread
+count, BLAS or device, exact duplicates tie exactly, and ties are broken by gallery index.
 
 Ranking convention, shared by every metric of this package: gallery items are ordered by
 decreasing similarity, and items of equal similarity by increasing gallery index. In leave-one-out
@@ -27,8 +37,10 @@ from threadpoolctl import threadpool_limits
 
 T = TypeVar("T")
 
-#: Default for ``block_size``: the most similarities held at once (2**25 float32 = 128 MiB).
-DEFAULT_BLOCK_SIZE = 2**25
+#: Default for ``block_size``: the most similarities held at once (2**24 float64 = 128 MiB).
+DEFAULT_BLOCK_SIZE = 2**24
+#: Fractional bits of the grid features are rounded to before scoring (see the module doc).
+SCORE_BITS = 26
 #: Fewest query rows per block before the gallery is cut into chunks: thinner blocks waste the GEMM.
 MIN_ROWS = 64
 #: Rows of a block are post-processed this many scores at a time, so repeated passes stay in cache.
@@ -37,7 +49,7 @@ BACKENDS = ("torch", "faiss")
 
 
 class Neighbours(NamedTuple):
-    """``scores`` (Q, k) float32 and ``indices`` (Q, k) int64 gallery indices, best first."""
+    """``scores`` (Q, k) float64 exact grid similarities and ``indices`` (Q, k) int64 gallery indices, best first."""
 
     scores: torch.Tensor
     indices: torch.Tensor
@@ -47,21 +59,46 @@ def as_features(x, name: str = "features") -> torch.Tensor:
     """``x`` (a tensor or array of shape (N, D)) as contiguous L2-normalised float32 rows.
 
     Rows already of unit norm (within 1e-5) are used as they are; otherwise every row is divided
-    by its norm. A zero row stays zero (its similarity to everything is 0).
+    by its norm. A zero row stays zero (its similarity to everything is 0). The norms are taken by
+    numpy in float64, one row at a time, so a row's result never depends on its neighbours or on
+    the thread count.
     """
     x = torch.as_tensor(x).detach()
     if x.ndim != 2:
         raise ValueError(f"{name} must have shape (N, D); got {tuple(x.shape)}")
     if not x.is_floating_point():
         raise ValueError(f"{name} must be floating point; got {x.dtype}")
-    x = x.float().contiguous()
-    norms = torch.linalg.vector_norm(x, dim=1)
-    if not bool(torch.isfinite(norms).all()):
-        bad = int((~torch.isfinite(norms)).nonzero()[0])
-        raise ValueError(f"{name} row {bad} holds NaN or infinity (or values whose norm overflows float32)")
-    if len(x) and float((norms - 1).abs().max()) <= 1e-5:
-        return x
-    return x / norms.clamp(min=1e-12)[:, None]
+    rows = x.cpu().double().numpy()
+    norms = np.sqrt(np.square(rows).sum(axis=1))
+    if not np.isfinite(norms).all():
+        bad = int(np.flatnonzero(~np.isfinite(norms))[0])
+        raise ValueError(f"{name} row {bad} holds NaN or infinity (or values whose norm overflows)")
+    if len(x) and float(np.abs(norms - 1).max()) <= 1e-5:
+        return x.float().contiguous()
+    unit = rows / np.maximum(norms, 1e-12)[:, None]
+    return torch.from_numpy(unit.astype(np.float32)).to(x.device)
+
+
+def exact_features(x, name: str = "features") -> torch.Tensor:
+    """``x`` (N, D) as unit rows rounded to the scoring grid: float64 multiples of 2**-SCORE_BITS.
+
+    Inner products of these rows are exact in float64 whatever the summation order (see the module
+    doc), so they are what every score of this package is. Rounding is idempotent.
+    """
+    unit = as_features(x, name).double()
+    return torch.round(unit * 2.0**SCORE_BITS) * 2.0**-SCORE_BITS
+
+
+def exact_scores(query, gallery) -> torch.Tensor:
+    """(Q, G) float64 exact similarities of the grid rows of ``query`` (Q, D) and ``gallery`` (G, D).
+
+    For small query sets (the revisited protocol); a large evaluation goes through :func:`knn` or
+    :mod:`retrieval.evaluation.metrics`, which never hold the whole matrix.
+    """
+    query, gallery = exact_features(query, "query"), exact_features(gallery, "gallery")
+    if query.shape[1] != gallery.shape[1]:
+        raise ValueError(f"query has dimension {query.shape[1]} but gallery has {gallery.shape[1]}")
+    return matmul_into(query.new_empty(len(query), len(gallery)), query, gallery)
 
 
 def as_labels(labels, n: int, name: str) -> torch.Tensor:
@@ -140,7 +177,7 @@ def map_blocks(fn: Callable[[slice], T], blocks: Iterable[slice], device: torch.
 
 
 class Scratch:
-    """One reusable float32 buffer of ``size`` elements per thread, for one evaluation (freed with it)."""
+    """One reusable float64 buffer of ``size`` elements per thread, for one evaluation (freed with it)."""
 
     def __init__(self, size: int, device: torch.device):
         self.size, self.device, self._local = size, device, threading.local()
@@ -148,15 +185,16 @@ class Scratch:
     def get(self) -> torch.Tensor:
         buffer = getattr(self._local, "buffer", None)
         if buffer is None:
-            buffer = self._local.buffer = torch.empty(self.size, device=self.device)
+            buffer = self._local.buffer = torch.empty(self.size, dtype=torch.float64, device=self.device)
         return buffer
 
 
 def matmul_into(out: torch.Tensor, query: torch.Tensor, gallery: torch.Tensor) -> torch.Tensor:
     """``out = query @ gallery.T``.
 
-    On CPU through numpy's BLAS (OpenBLAS): on the AMD CPUs we measured, this torch build's MKL SGEMM
-    was about 1.6x slower (see benchmarks/knn.py); on other devices torch.mm.
+    On CPU through numpy's BLAS (OpenBLAS), which was faster than this torch build's MKL on the AMD
+    CPUs we measured (see benchmarks/knn.py); on other devices torch.mm. On grid rows (see
+    :func:`exact_features`) the result is exact, so the kernel's blocking and threads do not matter.
     """
     if out.device.type == "cpu":
         np.matmul(query.numpy(), gallery.numpy().T, out=out.numpy())
@@ -239,13 +277,14 @@ def knn(query, k: int, gallery=None, block_size: int = DEFAULT_BLOCK_SIZE, backe
     """The ``k`` nearest gallery items of every query, exactly, best first (see the module's ranking convention).
 
     ``gallery=None``: leave-one-out over ``query`` (each query's own row is excluded by index).
-    ``block_size`` bounds the similarities held at once. ``backend="faiss"`` searches with faiss's
-    exact ``IndexFlatIP`` instead of torch and returns the same neighbours.
+    ``block_size`` bounds the similarities held at once. ``backend="faiss"`` finds candidates with
+    faiss's ``IndexFlatIP`` and returns the same neighbours and scores (see
+    :mod:`retrieval.evaluation.faiss_backend`).
     """
     check_backend(backend)
-    query = as_features(query, "query")
+    query = exact_features(query, "query")
     leave_one_out = gallery is None
-    gallery = query if leave_one_out else as_features(gallery, "gallery")
+    gallery = query if leave_one_out else exact_features(gallery, "gallery").to(query.device)
     if query.shape[1] != gallery.shape[1]:
         raise ValueError(f"query has dimension {query.shape[1]} but gallery has {gallery.shape[1]}")
     available = len(gallery) - leave_one_out

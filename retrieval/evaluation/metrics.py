@@ -29,11 +29,11 @@ import torch
 from retrieval.evaluation.knn import (
     DEFAULT_BLOCK_SIZE,
     Scratch,
-    as_features,
     as_labels,
     block_shape,
     cache_blocks,
     check_backend,
+    exact_features,
     map_blocks,
     row_blocks,
     score_chunks,
@@ -141,7 +141,7 @@ class RankCounter:
             thresholds = chunk[1].gather(1, index)
             chunks = iter([chunk])
         else:
-            thresholds = torch.zeros(index.shape, device=index.device)
+            thresholds = torch.zeros(index.shape, dtype=self.gallery.dtype, device=index.device)
             for start, scores in self._chunks(block):
                 inside = (index >= start) & (index < start + scores.shape[1])
                 local = (index - start).clamp(0, scores.shape[1] - 1)
@@ -153,10 +153,7 @@ class RankCounter:
             thresholds, index, valid = thresholds[:, :1], index[:, :1], valid[:, :1]
         thresholds = torch.where(valid, thresholds, float("inf"))  # padding counts nothing
         ranks = torch.ones(index.shape, dtype=torch.int64, device=index.device)
-        for start, scores in chunks:
-            if self.columns < len(self.gallery):  # the very scores the thresholds were read from, bit for bit
-                r, w = ((index >= start) & (index < start + scores.shape[1]) & valid).nonzero(as_tuple=True)
-                scores[r, index[r, w] - start] = thresholds[r, w]
+        for start, scores in chunks:  # recomputed scores equal the thresholds exactly: grid arithmetic is exact
             for part in cache_blocks(scores):
                 ranks[part] += count_ranked_above(scores[part], thresholds[part], index[part], start)
         return ranks, valid
@@ -200,7 +197,7 @@ def metrics_from_ranks(ranks: torch.Tensor, valid: torch.Tensor, ks: Sequence[in
 
 
 def _prepare(query, query_labels, gallery, gallery_labels):
-    query = as_features(query, "query")
+    query = exact_features(query, "query")
     query_labels = as_labels(query_labels, len(query), "query_labels").to(query.device)
     if len(query) == 0 or (gallery is not None and len(gallery) == 0):
         raise ValueError("retrieval metrics need at least one query and one gallery item")
@@ -208,7 +205,7 @@ def _prepare(query, query_labels, gallery, gallery_labels):
         raise ValueError("give gallery and gallery_labels together (or neither, for leave-one-out)")
     if gallery is None:
         return query, query_labels, query, query_labels, torch.arange(len(query), device=query.device)
-    gallery = as_features(gallery, "gallery").to(query.device)
+    gallery = exact_features(gallery, "gallery").to(query.device)
     gallery_labels = as_labels(gallery_labels, len(gallery), "gallery_labels").to(query.device)
     if query.shape[1] != gallery.shape[1]:
         raise ValueError(f"query has dimension {query.shape[1]} but gallery has {gallery.shape[1]}")
@@ -257,8 +254,10 @@ def retrieval_metrics(query, query_labels, gallery=None, gallery_labels=None, ks
 
     ``query`` (Q, D) features and ``query_labels`` (Q,); ``gallery=None``: leave-one-out over the
     query set (each query's own row is removed by index; duplicates still count). Features are
-    L2-normalised here and compared by inner product. ``block_size`` bounds the similarities held
-    at once. ``backend="faiss"`` ranks with faiss (a full sort per query: slow, for cross-checking).
+    L2-normalised here and compared by their exact inner product (see :mod:`retrieval.evaluation.knn`),
+    so the result does not depend on ``block_size`` (which bounds the similarities held at once), the
+    thread count or the backend. ``backend="faiss"`` ranks with faiss's full sort per query, re-scored
+    exactly (slow, for cross-checking).
     Queries without any positive are left out of the means (see the module doc).
     """
     result = per_query_metrics(query, query_labels, gallery, gallery_labels, ks, block_size, backend).means()

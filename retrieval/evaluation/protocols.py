@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from retrieval.data.split import GALLERY, QUERY, Split
-from retrieval.evaluation.knn import DEFAULT_BLOCK_SIZE, as_features
+from retrieval.evaluation.knn import DEFAULT_BLOCK_SIZE, as_features, exact_scores
 from retrieval.evaluation.metrics import retrieval_metrics
 from retrieval.evaluation.revisited import evaluate_revisited
 from retrieval.registry import Registry
@@ -103,7 +103,7 @@ def group_means(features: torch.Tensor, labels: np.ndarray, groups: np.ndarray, 
                          "labels; every item of a group must share its identity")
     sums = features.new_zeros(len(group_ids), features.shape[1])
     sums.index_add_(0, torch.as_tensor(inverse, device=features.device), features)
-    return torch.nn.functional.normalize(sums, dim=1), label_of
+    return as_features(sums), label_of
 
 
 @PROTOCOLS.register("faces")
@@ -138,6 +138,6 @@ def revisited(features, split: Split, kappas: Sequence[int] = (1, 5, 10)) -> dic
     query, database = role_indices(split)
     if "gnd" not in split.extra:
         raise ValueError(f"split {split.name!r} has no extra['gnd'] ground truth for the revisited protocol")
-    scores = features[torch.as_tensor(query)] @ features[torch.as_tensor(database)].T
+    scores = exact_scores(features[torch.as_tensor(query)], features[torch.as_tensor(database)])
     result = evaluate_revisited(scores, split.extra["gnd"], kappas)
     return {f"{setup}/{name}": value for setup, metrics in result.items() for name, value in metrics.items()}

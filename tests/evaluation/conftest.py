@@ -16,12 +16,17 @@ def normalised64(x) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
-def brute_force_metrics(query, query_labels, gallery=None, gallery_labels=None, ks=(1, 2, 4, 8)) -> dict:
-    """Every metric from its textbook definition over each query's fully sorted gallery."""
+def brute_force_metrics(query, query_labels, gallery=None, gallery_labels=None, ks=(1, 2, 4, 8),
+                        scores=None) -> dict:
+    """Every metric from its textbook definition over each query's fully sorted gallery.
+
+    ``scores`` (Q, G), when given, replaces the float64 similarities of the features.
+    """
     leave_one_out = gallery is None
     if leave_one_out:
         gallery, gallery_labels = query, query_labels
-    scores = normalised64(query) @ normalised64(gallery).T
+    if scores is None:
+        scores = normalised64(query) @ normalised64(gallery).T
     per_query = {**{f"recall@{k}": [] for k in ks}, "map": [], "map@r": [], "precision@1": [], "r_precision": []}
     for i, row in enumerate(scores):
         relevant = np.asarray(gallery_labels)[full_ranking(row, i if leave_one_out else None)] == query_labels[i]
