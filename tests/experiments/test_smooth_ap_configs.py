@@ -197,7 +197,7 @@ def test_ablations_vary_only_their_setting_and_include_the_papers_value(table, k
     for part in key.split("."):
         settings = [s[part] for s in settings]
     assert settings == values
-    # The paper's ablation (section 6.4, seed 002_949bf950d118a0ad.txt): SENet-50 on VGGFace2, mAP on VGGFace2 and IJB-C.
+    # The paper's ablation (section 6.4, seed 002_949bf950d118a0ad.txt): SENet-50 on VGGFace2, mAP on VGGFace2, IJB-C.
     for _, cfg in resolved(path, False):
         assert cfg.data.dataset.name == "vggface2" and cfg.model.backbone.name == "senet50_face"
         assert {name: target.protocol.name for name, target in cfg.eval.targets.items()} == {
