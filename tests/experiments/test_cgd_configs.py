@@ -210,3 +210,27 @@ def test_architecture_variants_train_at_demo_scale_and_report_the_table_metrics(
             one_epoch = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=1))
             metrics = train(one_epoch, tmp_path / row.name, progress=False)["metrics"]
             assert all(0.0 <= metrics[m] <= 1.0 for m in table.metrics), (row.name, metrics)
+
+
+@pytest.mark.parametrize("dataset", ["cars196", "cub200", "sop", "inshop"])
+def test_images_are_resized_to_squares_ignoring_the_aspect_ratio(dataset):
+    """naver/cgd test.py resizes a test image to exactly 224x224 (no crop, aspect not kept); the third-party
+    leftthomas/CGD trains on random 224 crops of a 252x252 resize. A wide image must keep its whole width:
+    compared with PIL's own two-sided resize of the same image."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from retrieval.data.transforms import build_transform
+
+    cfg = load_config(CGD / f"{dataset}.yaml")
+    rng = np.random.default_rng(0)
+    image = Image.fromarray(rng.integers(0, 256, (120, 400, 3), dtype=np.uint8))  # 400 wide, 120 high
+    test = build_transform(cfg.data.test_transform)(image)
+    mean, std = (torch.tensor(v).view(3, 1, 1) for v in (cfg.data.test_transform.mean, cfg.data.test_transform.std))
+    expected = torch.from_numpy(np.asarray(image.resize((224, 224), Image.BILINEAR), dtype=np.float32))
+    expected = (expected.permute(2, 0, 1) / 255 - mean) / std
+    assert test.shape == (3, 224, 224)
+    assert torch.allclose(test, expected, atol=0.05), float((test - expected).abs().max())
+    train = build_transform(cfg.data.train_transform)
+    assert tuple(cfg.data.train_transform.resize) == (252, 252) and train(image).shape == (3, 224, 224)

@@ -244,3 +244,18 @@ def test_paper_scale_row_runs_on_official_layouts_and_distractors_only_lower_map
     for target in ("roxford5k", "rparis6k"):
         for level in ("medium", "hard"):
             assert line.metrics[f"{target}_r1m/{level}/map"] <= line.metrics[f"{target}/{level}/map"]
+
+
+def test_bins_are_the_papers_centres_one_minus_m_times_two_over_m_minus_one():
+    """Seed 000 (a review of the paper), "Quantization function": M bin centres b_m = 1 - (m-1) * 2/(M-1),
+    m = 1..M. A score placed exactly on b_m must put its whole unit of weight on bin m under the config's
+    score range and M."""
+    from retrieval.losses.functional import soft_histograms
+
+    args = load_config(PAPER / "landmarks_resnet101.yaml").losses["ranking"].args
+    m = args["num_bins"]
+    centres = torch.tensor([1 - (k - 1) * 2 / (m - 1) for k in range(1, m + 1)], dtype=torch.float64)
+    # one query per centre, with that single score: its histogram must be the one-hot vector of its bin
+    counts, positives = soft_histograms(centres.view(-1, 1), torch.ones(m, 1), m, *args["score_range"])
+    assert torch.allclose(counts.double(), torch.eye(m, dtype=torch.float64), atol=1e-6)
+    assert torch.allclose(positives.double(), counts.double())
