@@ -100,3 +100,11 @@ def test_preparation_script_installs_local_files_without_network(tmp_path):
     write_image(root / "car_ims" / "000001.jpg", seed=99)  # a re-run finds it prepared and leaves it alone
     again = subprocess.run(command, capture_output=True, text=True, timeout=60)
     assert again.returncode == 0 and "extracting" not in again.stdout
+
+
+def test_preparation_accepts_a_root_in_the_devkit_layout(tmp_path):
+    write_cars196_devkit(tmp_path)
+    command = [sys.executable, str(REPO / "data_prep" / "cars196.py"), "--root", str(tmp_path), "--no-download"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "downloading" not in result.stdout and f"verify cars196 --root {tmp_path}" in result.stdout
