@@ -68,3 +68,8 @@ def test_the_parent_of_the_release_folder_is_accepted(tmp_path):
     split = load_splits("vehicleid", str(tmp_path))["test_800"]
     assert split.root == str(tmp_path / "VehicleID_V1.0")
     assert split.paths == [f"image/{image}.jpg" for image, _ in truth["test_800"]]
+
+
+def test_without_lists_both_searched_places_are_named(tmp_path):
+    with pytest.raises(DatasetNotFoundError, match=r"neither .*split nor .*VehicleID_V1\.0/train_test_split"):
+        load_splits("vehicleid", str(tmp_path))

@@ -51,6 +51,9 @@ def vehicleid(root: str | None = None) -> dict[str, Split]:
     if not (folder / "train_test_split").is_dir() and (nested / "train_test_split").is_dir():
         folder = nested
     lists = folder / "train_test_split"
+    if not lists.is_dir():
+        raise DatasetNotFoundError(f"dataset 'vehicleid': found neither {lists} nor {nested / 'train_test_split'}; "
+                                   f"see `{prepare_command('vehicleid')}` for how to obtain VehicleID")
     missing = [name for name in LISTS.values() if not (lists / name).is_file()]
     if missing:
         raise DatasetNotFoundError(f"dataset 'vehicleid': {lists} lacks {', '.join(missing)}; "
