@@ -21,7 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
-from retrieval.data.datasets.parsing import DatasetFormatError, DatasetNotFoundError, prepare_command, require_root
+from retrieval.data.datasets.parsing import (
+    DatasetFormatError,
+    DatasetNotFoundError,
+    first_present,
+    prepare_command,
+    require_root,
+)
 from retrieval.data.split import DATASETS, Split
 
 BOX_FIELDS = ("bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2")
@@ -68,7 +74,7 @@ def class_names(path: Path) -> dict[int, str]:
 
 def read_devkit(folder: Path) -> tuple[list[str], np.ndarray, np.ndarray, dict[int, str]]:
     """The train and test halves of the devkit layout, joined."""
-    test_file = next((folder / p for p in DEVKIT_TEST if (folder / p).is_file()), None)
+    test_file = first_present(folder, DEVKIT_TEST)
     absent = [p for p in (DEVKIT_TRAIN, DEVKIT_META) if not (folder / p).is_file()]
     if test_file is None:
         absent.append(" or ".join(DEVKIT_TEST))

@@ -21,6 +21,7 @@ from retrieval.data.datasets.parsing import (
     check_header,
     encode,
     find_file,
+    first_present,
     format_error,
     read_fields,
     read_lines,
@@ -31,7 +32,7 @@ from retrieval.data.split import DATASETS, GALLERY, QUERY, Split
 LAYOUT = "image_name item_id evaluation_status"
 STATUSES = ("train", QUERY, GALLERY)
 LIST_PLACES = ("list_eval_partition.txt", "Eval/list_eval_partition.txt")
-IMAGE_PARENTS = ("", "Img")  # img/ directly in the root, or img.zip unpacked inside the release's Img/
+IMAGE_FOLDERS = ("img", "Img/img")  # img/ directly in the root, or img.zip unpacked inside the release's Img/
 
 
 def declared_count(path: Path) -> int:
@@ -62,14 +63,10 @@ def inshop(root: str | None = None) -> dict[str, Split]:
         rows.append((image, item, status))
     if len(rows) != declared_count(path):
         raise DatasetFormatError(f"{path}: line 1 declares {declared_count(path)} images but {len(rows)} are listed")
-    images = image_root(folder)
+    found = first_present(folder, IMAGE_FOLDERS, folder=True)
+    images = folder if found is None else found.parent  # neither: the verification names the missing images
     return {
         "train": make_split("train", [r for r in rows if r[2] == "train"], images),
         "test": make_split("test", [r for r in rows if r[2] != "train"], images),
     }
 
-
-def image_root(folder: Path) -> Path:
-    """The first of ``folder`` and ``folder/Img`` that holds ``img/`` (``folder`` when neither does: the
-    verification then names the missing images)."""
-    return next((folder / sub for sub in IMAGE_PARENTS if (folder / sub / "img").is_dir()), folder)

@@ -18,6 +18,7 @@ from retrieval.data.datasets.parsing import (
     DatasetFormatError,
     DatasetNotFoundError,
     encode,
+    first_present,
     format_error,
     parse_number,
     prepare_command,
@@ -71,8 +72,7 @@ def read_boxes(path: Path) -> dict[str, list[float]]:
 
 def read_split(root: Path, name: str) -> Split:
     folder = root / name
-    list_file = next((root / p.format(split=name) for p in LIST_PLACES if (root / p.format(split=name)).is_file()),
-                     None)
+    list_file = first_present(root, [place.format(split=name) for place in LIST_PLACES])
     if not folder.is_dir():
         raise DatasetNotFoundError(f"dataset 'vggface2': no folder {folder}; see `{prepare_command('vggface2')}` "
                                    "(or ask only for the splits you have, e.g. splits=['test'])")
