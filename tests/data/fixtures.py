@@ -222,7 +222,7 @@ def write_vggface2(root: Path, lists: str | None = "{split}_list.txt",
     return truth
 
 
-IJBC_HEADER = "SUBJECT_ID,FILENAME,MEDIA_ID,FACE_X,FACE_Y,FACE_WIDTH,FACE_HEIGHT"
+IJBC_HEADER = "SUBJECT_ID,FILENAME,SIGHTING_ID,FACE_X,FACE_Y,FACE_WIDTH,FACE_HEIGHT"
 
 
 def write_ijbc(root: Path) -> list[tuple[int, str, str]]:
