@@ -82,8 +82,15 @@ def flatten(folder: Path) -> None:
         shutil.rmtree(sub)
 
 
-def missing_files(root: Path, expected: Sequence[str]) -> list[str]:
-    return [name for name in expected if not (root / name).exists()]
+def missing_files(root: Path, expected: Sequence[str | tuple[str, ...]]) -> list[str]:
+    """The expected files absent from ``root``; a tuple is one file that may be in any of several places
+    (the layouts the dataset's documentation gives), reported as ``a or b``."""
+    missing = []
+    for entry in expected:
+        places = (entry,) if isinstance(entry, str) else entry
+        if not any((root / place).exists() for place in places):
+            missing.append(" or ".join(places))
+    return missing
 
 
 def unfinished_extractions(root: Path, resources: Sequence[Resource]) -> list[Path]:
@@ -92,7 +99,7 @@ def unfinished_extractions(root: Path, resources: Sequence[Resource]) -> list[Pa
     return sorted(marker for folder in folders if folder.is_dir() for marker in folder.glob(".extracting-*"))
 
 
-def nested_root(root: Path, expected: Sequence[str]) -> Path | None:
+def nested_root(root: Path, expected: Sequence[str | tuple[str, ...]]) -> Path | None:
     """A subfolder of ``root`` holding everything expected (an archive that unpacks into its own folder)."""
     if not root.is_dir():
         return None
@@ -110,7 +117,7 @@ def report_incomplete(name: str, root: Path, downloads: Path, absent: list[Resou
     return NEEDS_MANUAL_STEPS
 
 
-def main(name: str, resources: Sequence[Resource], expected: Sequence[str], manual: str = "",
+def main(name: str, resources: Sequence[Resource], expected: Sequence[str | tuple[str, ...]], manual: str = "",
          after: Callable[[Path], None] | None = None, argv: Sequence[str] | None = None) -> int:
     """Prepare ``name`` under ``--root``; 0 when every expected file is there, 2 when steps are left to the user."""
     parser = argparse.ArgumentParser(prog=f"python data_prep/{name}.py", description=f"Prepare {name}.")

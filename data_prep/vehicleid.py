@@ -1,7 +1,7 @@
 """Prepare PKU VehicleID (Liu et al. 2016): released on request, then unpacked here.
 
-Result: ROOT/image/<image_id>.jpg and ROOT/train_test_split/{train_list, test_list_800,
-test_list_1600, test_list_2400}.txt.
+Result: ROOT/image/<image_id>.jpg (seven-digit ids, as the Smooth-AP authors' loader opens them)
+and ROOT/train_test_split/{train_list, test_list_800, test_list_1600, test_list_2400}.txt.
 """
 import sys
 

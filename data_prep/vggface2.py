@@ -1,7 +1,8 @@
 """Prepare VGGFace2 (Cao et al. 2018): registration, then local archives.
 
 Result: ROOT/train/n000002/0001_01.jpg ..., ROOT/test/..., and when given the official lists
-(train_list.txt, test_list.txt) and loose face boxes (bb_landmark/loose_bb_{train,test}.csv).
+(train_list.txt, test_list.txt; the parser also reads meta/train.txt, meta/test.txt as the release
+README places them) and loose face boxes (bb_landmark/loose_bb_{train,test}.csv).
 """
 import sys
 

@@ -161,20 +161,38 @@ def quantized_ap(scores: Tensor, relevance: Tensor, num_bins: int, min_score: fl
     return (precision * recall_increment).sum(dim=1)
 
 
+#: How :func:`tie_aware_quantized_ap` evaluates the harmonic sums ``sum_{t=a+1}^{b} 1/t`` of a bin.
+HARMONIC_SUMS = ("log", "exact")
+
+
 def tie_aware_quantized_ap(scores: Tensor, relevance: Tensor, num_bins: int, min_score: float, max_score: float,
-                           simplified: bool = False) -> Tensor:
+                           simplified: bool = False, harmonic: str = "log") -> Tensor:
     """AP_T per query row: the AP expected when the items sharing a bin are ranked in uniformly random order.
 
     With c items and c+ positives in a bin, C and C+ of each before it, N+ positives in all, He et al.'s
     expectation for that bin is ``(c+/c) * sum_{t=C+1}^{C+c} (C+ + 1 + (t-C-1) rho) / t`` with
-    ``rho = (c+ - 1)/(c - 1)``, summed over bins and divided by N+. The harmonic sums use digamma,
-    ``sum_{t=a+1}^{b} 1/t = psi(b+1) - psi(a+1)``, exact for whole counts and smooth for the soft counts of
-    :func:`soft_histograms`. With soft counts rho is taken as ``max(c+ - 1, 0) / (c - 1)``: a bin holding
-    less than one positive has no "other positives" to spread.
+    ``rho = (c+ - 1)/(c - 1)``, summed over bins and divided by N+. Written out, a bin gives
+    ``(c+/c) * (c rho + (C+ + 1 - rho (C + 1)) * h)`` with the harmonic sum ``h = sum_{t=C+1}^{C+c} 1/t``.
+    With soft counts rho is taken as ``max(c+ - 1, 0) / (c - 1)``: a bin holding less than one positive has
+    no "other positives" to spread.
+
+    ``harmonic`` chooses how h is evaluated:
+
+    - ``"log"`` (default): ``h = log((C + c + 1) / (C + 1))``, the approximation of the listwise AP authors'
+      released code (naver/deep-image-retrieval, ``dirtorch/loss.py``, ``TAPLoss.forward``), which produced
+      the paper's AP_T figure (Revaud et al. 2019, Fig. 5). It is not the exact expectation: a lone item
+      alone in the first bin gets ``log 2`` instead of 1, and AP_T differs from the exact form by a few
+      hundredths of AP on small random batches (less as bins fill up).
+    - ``"exact"``: ``h = psi(C + c + 1) - psi(C + 1)`` (digamma), exact for whole counts and smooth for the
+      soft counts of :func:`soft_histograms`; AP_T is then the mean AP over the orders of the tied items.
 
     ``simplified=True`` instead takes, for every positive of a bin, the expected precision at the bin's
-    middle position: ``sum_bins c+ (2 C+ + c+ + 1) / (2 C + c + 1) / N+``.
+    middle position: ``sum_bins c+ (2 C+ + c+ + 1) / (2 C + c + 1) / N+`` (``harmonic`` is then unused).
+
+    Returns a (N,) tensor; raises ValueError for an unknown ``harmonic``.
     """
+    if harmonic not in HARMONIC_SUMS:
+        raise ValueError(f"harmonic must be one of {HARMONIC_SUMS}, got {harmonic!r}")
     counts, positives = soft_histograms(scores, relevance, num_bins, min_score, max_score)
     num_positives = positives.sum(dim=1).clamp_min(1)
     before = F.pad(counts.cumsum(dim=1)[:, :-1], (1, 0))
@@ -183,8 +201,27 @@ def tie_aware_quantized_ap(scores: Tensor, relevance: Tensor, num_bins: int, min
         middle_precision = (2 * positives_before + positives + 1) / (2 * before + counts + 1)
         return (positives * middle_precision).sum(dim=1) / num_positives
     dtype = counts.dtype
-    # digamma differences of large counts cancel badly in float32; the (N, bins) tensors are small
+    # differences of large counts' logs or digammas cancel badly in float32; the (N, bins) tensors are small
     c, c_pos, before, positives_before = (t.double() for t in (counts, positives, before, positives_before))
+    if harmonic == "log":
+        expected_hits = _expected_hits_log(c, c_pos, before, positives_before)
+    else:
+        expected_hits = _expected_hits_exact(c, c_pos, before, positives_before)
+    per_bin = c_pos / c.clamp_min(torch.finfo(c.dtype).tiny) * expected_hits
+    return per_bin.sum(dim=1).to(dtype) / num_positives
+
+
+def _expected_hits_log(c: Tensor, c_pos: Tensor, before: Tensor, positives_before: Tensor) -> Tensor:
+    """``c rho + (C+ + 1 - rho (C + 1)) * log((C + c + 1) / (C + 1))`` per bin."""
+    # c+ <= c, so c+ > 1 implies c > 1: rho is finite, and 0 wherever c+ <= 1
+    has_others = c_pos > 1
+    rho = torch.where(has_others, (c_pos - 1) / torch.where(has_others, c - 1, torch.ones_like(c)),
+                      torch.zeros_like(c))
+    return c * rho + (positives_before + 1 - rho * (before + 1)) * torch.log1p(c / (before + 1))
+
+
+def _expected_hits_exact(c: Tensor, c_pos: Tensor, before: Tensor, positives_before: Tensor) -> Tensor:
+    """The same with the exact harmonic sum ``psi(C + c + 1) - psi(C + 1)``."""
     harmonic = torch.digamma(before + c + 1) - torch.digamma(before + 1)
     # rho * (c - (C+1) * harmonic) = (c+ - 1) * slope, where slope = (c - (C+1) * harmonic) / (c - 1) tends to
     # 1 - (C+1) psi'(C+2) as c -> 1 because the numerator vanishes there.
@@ -192,9 +229,7 @@ def tie_aware_quantized_ap(scores: Tensor, relevance: Tensor, num_bins: int, min
     safe_gap = torch.where(near_one, torch.ones_like(c), c - 1)
     slope = torch.where(near_one, 1 - (before + 1) * torch.polygamma(1, before + 2),
                         (c - (before + 1) * harmonic) / safe_gap)
-    expected_hits = (positives_before + 1) * harmonic + (c_pos - 1).clamp_min(0) * slope
-    per_bin = c_pos / c.clamp_min(torch.finfo(c.dtype).tiny) * expected_hits
-    return per_bin.sum(dim=1).to(dtype) / num_positives
+    return (positives_before + 1) * harmonic + (c_pos - 1).clamp_min(0) * slope
 
 
 # ---------------------------------------------------------------------------------------------------------------

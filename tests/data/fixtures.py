@@ -63,6 +63,35 @@ def write_cars196(root: Path, classes=(1, 2, 98, 99, 100, 196), per_class: int =
     return records
 
 
+def write_cars196_devkit(root: Path, test_labels_in_devkit: bool = False) -> list[dict]:
+    """The devkit layout: ``cars_train/``, ``cars_test/``, ``devkit/{cars_train_annos,cars_meta}.mat`` and
+    ``cars_test_annos_withlabels.mat`` (root, or ``devkit/``), each struct with bbox_x1..y2, class, fname."""
+    from scipy.io import savemat
+
+    halves = {"cars_train": [1, 99, 196], "cars_test": [2, 98, 99]}
+    fields = ["bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2", "class", "fname"]
+    records = []
+    for folder, classes in halves.items():
+        rows = []
+        for n, label in enumerate(classes):
+            fname = f"{n + 1:05d}.jpg"  # each half numbers its own files from 00001
+            write_image(root / folder / fname, seed=len(records))
+            box = (1 + n, 2, 17 + n, 14)  # 16 x 12 pixels
+            records.append({"path": f"{folder}/{fname}", "label": label, "box": box})
+            rows.append(box + (label, fname))
+        annotations = np.empty((1, len(rows)), dtype=[(f, object) for f in fields])
+        for i, (x1, y1, x2, y2, label, fname) in enumerate(rows):
+            annotations[0, i] = (np.uint16(x1), np.uint16(y1), np.uint16(x2), np.uint16(y2), np.uint8(label), fname)
+        target = (root / "devkit" / "cars_train_annos.mat" if folder == "cars_train" else
+                  root / ("devkit" if test_labels_in_devkit else "") / "cars_test_annos_withlabels.mat")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        savemat(target, {"annotations": annotations})
+    names = np.empty((1, 196), dtype=object)
+    names[0, :] = [f"Devkit Model {c}" for c in range(1, 197)]
+    savemat(root / "devkit" / "cars_meta.mat", {"class_names": names})
+    return records
+
+
 def write_cub200(root: Path, classes=(1, 2, 100, 101, 200), per_class: int = 2) -> list[dict]:
     """``CUB_200_2011/`` with images.txt, image_class_labels.txt, bounding_boxes.txt and images/."""
     base = root / "CUB_200_2011"
@@ -96,14 +125,15 @@ def write_sop(root: Path) -> dict[str, list[tuple[str, int]]]:
     return {name: [(path, label) for path, label, _ in rows] for name, rows in splits.items()}
 
 
-def write_revisited(root: Path, name: str, database: int = 5, queries=(0, 3)) -> dict:
-    """``gnd_<name>.pkl`` (imlist, qimlist, gnd with bbx/easy/hard/junk) and ``jpg/``, as revisitop ships it.
+def write_revisited(root: Path, name: str, database: int = 5, queries=(0, 3), extension: str = "") -> dict:
+    """``gnd_<name>.pkl`` (imlist, qimlist, gnd with bbx/easy/hard/junk) and ``jpg/``, as revisitop ships it
+    (names without extension; ``extension=".jpg"`` writes names that carry it).
 
     Queries are database images (as in ROxford5k), so ``queries`` are database indices.
     """
-    imlist = [f"{name[1:-2]}_{i:06d}" for i in range(database)]
+    imlist = [f"{name[1:-2]}_{i:06d}{extension}" for i in range(database)]
     for i, image in enumerate(imlist):
-        write_image(root / "jpg" / f"{image}.jpg", seed=i)
+        write_image(root / "jpg" / (image if extension else f"{image}.jpg"), seed=i)
     gnd = [{"bbx": np.array([3.0 + q, 2.0, 21.0 + q, 17.0]),  # 18 x 15 pixels
             "easy": np.array([1, 2], dtype=np.int64),
             "hard": np.array([4], dtype=np.int64), "junk": np.array([], dtype=np.int64)} for q in queries]
@@ -112,8 +142,9 @@ def write_revisited(root: Path, name: str, database: int = 5, queries=(0, 3)) ->
     return data
 
 
-def write_inshop(root: Path) -> list[tuple[str, str, str]]:
-    """``Eval/list_eval_partition.txt`` (count, header, rows) and ``img/``; rows are (image, item, status)."""
+def write_inshop(root: Path, list_dir: str = "Eval", image_parent: str = "") -> list[tuple[str, str, str]]:
+    """``<list_dir>/list_eval_partition.txt`` (count, header, rows) and ``<image_parent>/img/``; rows are
+    (image, item, status). The release's own folders are ``Eval`` and ``Img``."""
     rows = [
         ("img/WOMEN/Dresses/id_00000002/02_1_front.jpg", "id_00000002", "train"),
         ("img/WOMEN/Dresses/id_00000002/02_2_side.jpg", "id_00000002", "train"),
@@ -125,8 +156,8 @@ def write_inshop(root: Path) -> list[tuple[str, str, str]]:
         ("img/MEN/Shirts/id_00000011/02_4_full.jpg", "id_00000011", "gallery"),
     ]
     for n, (image, _, _) in enumerate(rows):
-        write_image(root / image, seed=n)
-    write_lines(root / "Eval" / "list_eval_partition.txt",
+        write_image(root / image_parent / image, seed=n)
+    write_lines(root / list_dir / "list_eval_partition.txt",
                 [str(len(rows)), "image_name item_id evaluation_status"]
                 + [f"{image:<60}{item:<16}{status}" for image, item, status in rows])
     return rows
@@ -140,18 +171,21 @@ VEHICLEID_LISTS = {
 }
 
 
-def write_vehicleid(root: Path) -> dict[str, list[tuple[str, int]]]:
-    """``train_test_split/{train_list,test_list_800,...}.txt`` and ``image/<image_id>.jpg``."""
+def write_vehicleid(root: Path, padded_ids: bool = True) -> dict[str, list[tuple[str, int]]]:
+    """``train_test_split/{train_list,test_list_800,...}.txt`` and ``image/<image_id>.jpg`` (seven digits);
+    ``padded_ids=False`` lists the ids without their leading zeros, as integers."""
     for name, rows in VEHICLEID_LISTS.items():
         filename = "train_list.txt" if name == "train" else f"test_list_{name.split('_')[1]}.txt"
-        write_lines(root / "train_test_split" / filename, [f"{image} {vehicle:04d}" for image, vehicle in rows])
+        write_lines(root / "train_test_split" / filename,
+                    [f"{image if padded_ids else int(image)} {vehicle:04d}" for image, vehicle in rows])
         for image, _ in rows:
             write_image(root / "image" / f"{image}.jpg", seed=int(image))
     return VEHICLEID_LISTS
 
 
-def write_inaturalist(root: Path) -> dict[str, list[str]]:
-    """``train_val2018/<supercategory>/<category_id>/`` images and the two Smooth-AP split files."""
+def write_inaturalist(root: Path, split_folder: str = "Inat_dataset_splits") -> dict[str, list[str]]:
+    """``train_val2018/<supercategory>/<category_id>/`` images and the two Smooth-AP split files in
+    ``root/split_folder`` (where the authors' loader reads them; ``""`` for the root itself)."""
     splits = {
         "train": ["train_val2018/Plantae/7477/3b60c9486db1d2ee875f11a669fbde4b.jpg",
                   "train_val2018/Plantae/7477/0f4c1e2a9d2a4c1b9f6e4a3c2b1a0e9d.jpg",
@@ -161,14 +195,16 @@ def write_inaturalist(root: Path) -> dict[str, list[str]]:
                  "train_val2018/Insecta/1200/0123456789abcdef0123456789abcdef.jpg"],
     }
     for name, paths in splits.items():
-        write_lines(root / f"Inaturalist_{name}_set1.txt", paths)
+        write_lines(root / split_folder / f"Inaturalist_{name}_set1.txt", paths)
         for n, path in enumerate(paths):
             write_image(root / path, seed=n)
     return splits
 
 
-def write_vggface2(root: Path, lists: bool = True, boxes: bool = True) -> dict[str, list[tuple[str, tuple]]]:
-    """``train/`` and ``test/`` identity folders, optionally ``<split>_list.txt`` and loose boxes."""
+def write_vggface2(root: Path, lists: str | None = "{split}_list.txt",
+                   boxes: bool = True) -> dict[str, list[tuple[str, tuple]]]:
+    """``train/`` and ``test/`` identity folders, optionally the image lists (at ``lists``, e.g. the release
+    README's ``meta/{split}.txt``) and loose boxes."""
     splits = {"train": ["n000002/0001_01.jpg", "n000002/0002_01.jpg", "n000003/0001_01.jpg"],
               "test": ["n000001/0001_01.jpg", "n000001/0005_02.jpg", "n000009/0003_01.jpg"]}
     truth = {}
@@ -178,7 +214,7 @@ def write_vggface2(root: Path, lists: bool = True, boxes: bool = True) -> dict[s
             write_image(root / name / image, seed=n)
             rows.append((image, (1 + n, 2, 14, 10 + n)))  # x, y, w, h
         if lists:
-            write_lines(root / f"{name}_list.txt", images)
+            write_lines(root / lists.format(split=name), images)
         if boxes:
             write_lines(root / "bb_landmark" / f"loose_bb_{name}.csv",
                         ["NAME_ID,X,Y,W,H"] + [f'"{image[:-4]}",{x},{y},{w},{h}' for image, (x, y, w, h) in rows])
@@ -186,7 +222,7 @@ def write_vggface2(root: Path, lists: bool = True, boxes: bool = True) -> dict[s
     return truth
 
 
-IJBC_HEADER = "SUBJECT_ID,FILENAME,MEDIA_ID,FACE_X,FACE_Y,FACE_WIDTH,FACE_HEIGHT"
+IJBC_HEADER = "SUBJECT_ID,FILENAME,SIGHTING_ID,FACE_X,FACE_Y,FACE_WIDTH,FACE_HEIGHT"
 
 
 def write_ijbc(root: Path) -> list[tuple[int, str, str]]:
@@ -207,10 +243,15 @@ def write_ijbc(root: Path) -> list[tuple[int, str, str]]:
     return rows
 
 
-def write_landmarks_clean(root: Path) -> list[tuple[str, int]]:
-    """``annotations/annotation_clean_train.txt`` (``relpath label``) and ``images/``."""
-    rows = [("0/00/0a1b2c3d4e5f6a7b.jpg", 0), ("0/00/1a1b2c3d4e5f6a7b.jpg", 0), ("5/31/2a1b2c3d4e5f6a7b.jpg", 585)]
-    for n, (path, _) in enumerate(rows):
-        write_image(root / "images" / path, seed=n)
-    write_lines(root / "annotations" / "annotation_clean_train.txt", [f"{p} {label}" for p, label in rows])
-    return rows
+def write_landmarks_clean(root: Path, image_dir: str = "", val: bool = False) -> dict[str, list[tuple[str, str]]]:
+    """``annotations/annotation_clean_train.txt`` (``relpath label``, relpath relative to the root as the authors'
+    code reads it, or to ``root/image_dir``), optionally ``annotation_clean_val.txt``; rows per split."""
+    splits = {"train": [("jpg/0a1b2c3d4e5f6a7b.jpg", "0"), ("jpg/1a1b2c3d4e5f6a7b.jpg", "0"),
+                        ("jpg/2a1b2c3d4e5f6a7b.jpg", "585"), ("jpg/3a1b2c3d4e5f6a7b.jpg", "9")]}
+    if val:
+        splits["val"] = [("jpg/4a1b2c3d4e5f6a7b.jpg", "585"), ("jpg/5a1b2c3d4e5f6a7b.jpg", "12")]
+    for name, rows in splits.items():
+        for n, (path, _) in enumerate(rows):
+            write_image(root / image_dir / path, seed=n)
+        write_lines(root / "annotations" / f"annotation_clean_{name}.txt", [f"{p} {label}" for p, label in rows])
+    return splits

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fixtures import IMAGE_SIZE, crop_sizes, write_cars196, write_image
+from fixtures import IMAGE_SIZE, crop_sizes, write_cars196, write_cars196_devkit, write_image
 
 from retrieval.data.datasets.parsing import DatasetFormatError, DatasetNotFoundError
 from retrieval.data.split import load_splits
@@ -34,6 +34,32 @@ def test_crops_are_the_annotated_boxes(tmp_path):
     assert crop_sizes(split) == [(20, 15)] * len(split)
     split.boxes = None
     assert crop_sizes(split) == [IMAGE_SIZE] * len(split)
+
+
+@pytest.mark.parametrize("test_labels_in_devkit", [False, True], ids=["root", "devkit"])
+def test_devkit_layout_joins_both_halves(tmp_path, test_labels_in_devkit):
+    """cars_train/ + cars_test/ with the devkit's annotations (fname, one-based class, x1 y1 x2 y2 in pixels)."""
+    records = write_cars196_devkit(tmp_path, test_labels_in_devkit)
+    splits = load_splits("cars196", str(tmp_path))
+    for name, keep in (("train", lambda c: c <= 98), ("test", lambda c: c >= 99)):
+        expected = [r for r in records if keep(r["label"])]
+        split = splits[name]
+        assert split.paths == [r["path"] for r in expected]
+        assert split.labels.tolist() == [r["label"] for r in expected]
+        np.testing.assert_array_equal(split.boxes, [r["box"] for r in expected])
+        assert all((tmp_path / p).is_file() for p in split.paths)
+    # the two halves number their files alike: a path names its half
+    assert splits["train"].paths == ["cars_train/00001.jpg", "cars_test/00001.jpg", "cars_test/00002.jpg"]
+    assert splits["test"].extra["class_names"][99] == "Devkit Model 99"
+    assert crop_sizes(splits["test"]) == [(16, 12)] * 3
+
+
+def test_an_incomplete_devkit_names_what_is_missing(tmp_path):
+    write_cars196_devkit(tmp_path)
+    (tmp_path / "cars_test_annos_withlabels.mat").unlink()
+    with pytest.raises(DatasetNotFoundError, match=r"missing: cars_test_annos_withlabels\.mat or "
+                                                   r"devkit/cars_test_annos_withlabels\.mat.*data_prep/cars196"):
+        load_splits("cars196", str(tmp_path))
 
 
 def test_missing_root_names_the_preparation_command(tmp_path):
@@ -74,3 +100,11 @@ def test_preparation_script_installs_local_files_without_network(tmp_path):
     write_image(root / "car_ims" / "000001.jpg", seed=99)  # a re-run finds it prepared and leaves it alone
     again = subprocess.run(command, capture_output=True, text=True, timeout=60)
     assert again.returncode == 0 and "extracting" not in again.stdout
+
+
+def test_preparation_accepts_a_root_in_the_devkit_layout(tmp_path):
+    write_cars196_devkit(tmp_path)
+    command = [sys.executable, str(REPO / "data_prep" / "cars196.py"), "--root", str(tmp_path), "--no-download"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "downloading" not in result.stdout and f"verify cars196 --root {tmp_path}" in result.stdout

@@ -22,6 +22,14 @@ def test_instances_and_removed_identities(tmp_path):
     assert crop_sizes(split) == [(15, 12)] * len(split)
 
 
+def test_another_media_column_can_be_chosen(tmp_path):
+    rows = write_ijbc(tmp_path)
+    path = tmp_path / "protocols" / "ijbc_metadata.csv"
+    path.write_text(path.read_text().replace("SIGHTING_ID", "MEDIA_ID", 1))
+    split = load_splits("ijbc", str(tmp_path), media_column="MEDIA_ID")["test"]
+    assert len(np.unique(split.groups)) == 5 + 5 and len(split) == len(rows) - 5
+
+
 def test_fewer_instances_needed_keeps_everyone(tmp_path):
     rows = write_ijbc(tmp_path)
     split = load_splits("ijbc", str(tmp_path), min_instances=3)["test"]

@@ -12,10 +12,16 @@ from retrieval.data.split import GALLERY, QUERY, load_splits
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_roles_and_shared_item_codes(tmp_path):
-    rows = write_inshop(tmp_path)
+@pytest.mark.parametrize(("list_dir", "image_parent"), [("Eval", ""), ("Eval", "Img"), ("", "")],
+                         ids=["eval-list", "release-folders", "flat"])
+def test_roles_and_shared_item_codes(tmp_path, list_dir, image_parent):
+    """The release's folders (README: Img/img.zip, Eval/list_eval_partition.txt) or everything in the root."""
+    rows = write_inshop(tmp_path, list_dir, image_parent)
     splits = load_splits("inshop", str(tmp_path))
     train, test = splits["train"], splits["test"]
+    for split in (train, test):
+        assert split.root == str(tmp_path / image_parent)
+        assert all((tmp_path / image_parent / p).is_file() for p in split.paths)
     assert train.paths == [image for image, _, status in rows if status == "train"]
     assert test.paths == [image for image, _, status in rows if status != "train"]
     assert test.roles.tolist() == [status for _, _, status in rows if status != "train"]
@@ -50,3 +56,11 @@ def test_preparation_prints_the_manual_steps(tmp_path):
     assert result.returncode == 2, result.stderr
     assert "InShopRetrieval.html" in result.stdout and "list_eval_partition.txt" in result.stdout
     assert str(tmp_path / "downloads") in result.stdout
+
+
+def test_preparation_accepts_the_release_folders(tmp_path):
+    write_inshop(tmp_path, "Eval", "Img")
+    result = subprocess.run([sys.executable, str(REPO / "data_prep" / "inshop.py"), "--root", str(tmp_path)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"verify inshop --root {tmp_path}" in result.stdout

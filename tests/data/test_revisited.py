@@ -27,6 +27,14 @@ def test_queries_then_database(tmp_path, name):
     assert split.extra["num_distractors"] == 0
 
 
+def test_names_that_carry_their_extension_keep_it(tmp_path):
+    """deep-image-retrieval's reader keeps an image name's own extension; revisitop's names have none."""
+    data = write_revisited(tmp_path, "roxford5k", extension=".jpg")
+    split = load_splits("roxford5k", str(tmp_path))["test"]
+    assert split.paths == [f"jpg/{n}" for n in data["qimlist"] + data["imlist"]]
+    assert all((tmp_path / p).is_file() for p in split.paths)
+
+
 def test_r1m_distractors_are_appended_to_the_gallery(tmp_path):
     data = write_revisited(tmp_path / "roxford5k", "roxford5k")
     r1m = tmp_path / "revisitop1m"

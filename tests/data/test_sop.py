@@ -6,14 +6,17 @@ from retrieval.data.datasets.parsing import DatasetFormatError
 from retrieval.data.split import load_splits
 
 
-def test_splits_paths_and_class_labels(tmp_path):
+@pytest.mark.parametrize("inner", [False, True], ids=["parent", "Stanford_Online_Products"])
+def test_splits_paths_and_class_labels(tmp_path, inner):
+    """The zip unpacks to Stanford_Online_Products/; either that folder or its parent is the root."""
     truth = write_sop(tmp_path)
-    splits = load_splits("sop", str(tmp_path))
+    splits = load_splits("sop", str(tmp_path / "Stanford_Online_Products" if inner else tmp_path))
     for name, rows in truth.items():
         assert splits[name].paths == [path for path, _ in rows]
         assert splits[name].labels.tolist() == [label for _, label in rows]
         assert splits[name].root == str(tmp_path / "Stanford_Online_Products")
         assert splits[name].boxes is None and splits[name].roles is None
+        assert all((tmp_path / "Stanford_Online_Products" / p).is_file() for p in splits[name].paths)
     assert set(splits["train"].labels).isdisjoint(splits["test"].labels)
 
 

@@ -52,3 +52,24 @@ def test_preparation_extracts_a_given_archive_into_its_subfolder(tmp_path):
     assert second.returncode == 0, second.stdout + second.stderr
     assert f"--root {tmp_path / 'root' / 'VehicleID_V1.0'}" in second.stdout
     assert len(load_splits("vehicleid", str(tmp_path / "root" / "VehicleID_V1.0"))["test_2400"]) == 5
+
+
+def test_ids_without_leading_zeros_name_seven_digit_files(tmp_path):
+    """The Smooth-AP authors' loader reads the ids as integers and opens image/{id:07d}.jpg."""
+    truth = write_vehicleid(tmp_path, padded_ids=False)
+    assert (tmp_path / "train_test_split" / "train_list.txt").read_text().startswith("1 0001\n")
+    split = load_splits("vehicleid", str(tmp_path))["train"]
+    assert split.paths == [f"image/{image}.jpg" for image, _ in truth["train"]]
+    assert all((tmp_path / p).is_file() for p in split.paths)
+
+
+def test_the_parent_of_the_release_folder_is_accepted(tmp_path):
+    truth = write_vehicleid(tmp_path / "VehicleID_V1.0")
+    split = load_splits("vehicleid", str(tmp_path))["test_800"]
+    assert split.root == str(tmp_path / "VehicleID_V1.0")
+    assert split.paths == [f"image/{image}.jpg" for image, _ in truth["test_800"]]
+
+
+def test_without_lists_both_searched_places_are_named(tmp_path):
+    with pytest.raises(DatasetNotFoundError, match=r"neither .*split nor .*VehicleID_V1\.0/train_test_split"):
+        load_splits("vehicleid", str(tmp_path))

@@ -7,9 +7,12 @@ from retrieval.data.datasets.parsing import DatasetFormatError, DatasetNotFoundE
 from retrieval.data.split import load_splits
 
 
-@pytest.mark.parametrize("lists", [True, False], ids=["official-lists", "folder-walk"])
+@pytest.mark.parametrize("lists", ["{split}_list.txt", "meta/{split}.txt", "meta/{split}_list.txt", None],
+                         ids=["lists-in-root", "release-meta", "lists-in-meta", "folder-walk"])
 def test_identities_and_boxes(tmp_path, lists):
     truth = write_vggface2(tmp_path, lists=lists)
+    if lists:  # an image left out of the list is left out of the split: the list, not the folder, decides
+        write_image(tmp_path / "test" / "n000001" / "0099_01.jpg")
     splits = load_splits("vggface2", str(tmp_path))
     for name, rows in truth.items():
         split = splits[name]
@@ -47,7 +50,7 @@ def test_an_image_without_a_box_is_named(tmp_path):
 
 
 def test_a_stray_file_in_an_identity_folder_is_an_error_not_skipped(tmp_path):
-    write_vggface2(tmp_path, lists=False)
+    write_vggface2(tmp_path, lists=None)
     write_image(tmp_path / "test" / "n000001" / "0009_01.png")
     with pytest.raises(DatasetFormatError, match=r"0009_01\.png: not a \.jpg image"):
         load_splits("vggface2", str(tmp_path), splits=("test",))

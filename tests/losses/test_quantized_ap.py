@@ -1,5 +1,6 @@
 """mAP_Q and AP_T against the full (queries, bins, items) histogram, exact AP and brute-force tie orders."""
 import itertools
+import math
 
 import pytest
 import torch
@@ -39,7 +40,14 @@ def naive_quantized_ap(scores, relevance, num_bins, low, high):
     return torch.stack([torch.as_tensor(a, dtype=scores.dtype) for a in ap])
 
 
-def naive_tie_aware_ap(scores, relevance, num_bins, low, high):
+def naive_harmonic_sum(before, count, harmonic):
+    """sum_{t=before+1}^{before+count} 1/t: digamma (exact, soft counts too) or the authors' logarithm."""
+    if harmonic == "exact":
+        return torch.digamma(before + count + 1) - torch.digamma(torch.as_tensor(before + 1.0))
+    return torch.log((before + count + 1) / (before + 1.0))
+
+
+def naive_tie_aware_ap(scores, relevance, num_bins, low, high, harmonic="exact"):
     """He et al.'s per-bin expectation in its textbook form, rho = max(c+ - 1, 0) / (c - 1)."""
     counts, positives = naive_histograms(scores, relevance, num_bins, low, high)
     ap = []
@@ -49,8 +57,8 @@ def naive_tie_aware_ap(scores, relevance, num_bins, low, high):
             c, cp = counts[n, m], positives[n, m]
             if c > 0:
                 rho = (cp - 1).clamp_min(0) / (c - 1) if c > 1 else 0.0
-                harmonic = torch.digamma(before + c + 1) - torch.digamma(torch.as_tensor(before + 1.0))
-                value = value + cp / c * (c * rho + (hits_before + 1 - rho * (before + 1)) * harmonic)
+                h = naive_harmonic_sum(before, c, harmonic)
+                value = value + cp / c * (c * rho + (hits_before + 1 - rho * (before + 1)) * h)
             before, hits_before = before + c, hits_before + cp
         ap.append(value / max(float(relevance[n].sum()), 1.0))
     return torch.stack([torch.as_tensor(a, dtype=scores.dtype) for a in ap])
@@ -81,11 +89,13 @@ def test_quantized_ap_equals_full_histogram_form(seed, num_bins):
     assert ours[0][QUERY_LABELS == 9].item() == 0.0
 
 
+@pytest.mark.parametrize("harmonic", ["log", "exact"])
 @pytest.mark.parametrize("seed", [0, 1])
-def test_tie_aware_ap_equals_textbook_form(seed):
+def test_tie_aware_ap_equals_textbook_form(seed, harmonic):
     scores, relevance = random_scores(seed, -1.0, 1.0)
-    ours = values_and_gradients(lambda s, r: F.tie_aware_quantized_ap(s, r, 6, -1.0, 1.0), scores, relevance)
-    naive = values_and_gradients(lambda s, r: naive_tie_aware_ap(s, r, 6, -1.0, 1.0), scores, relevance)
+    ours = values_and_gradients(lambda s, r: F.tie_aware_quantized_ap(s, r, 6, -1.0, 1.0, harmonic=harmonic),
+                                scores, relevance)
+    naive = values_and_gradients(lambda s, r: naive_tie_aware_ap(s, r, 6, -1.0, 1.0, harmonic), scores, relevance)
     for a, b in zip(ours, naive):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
 
@@ -143,17 +153,54 @@ def test_tie_aware_ap_is_the_expectation_over_tie_orders():
             ranking = sorted(range(6), key=lambda j: (-scores[n, j].item(), tie_break[j]))
             expected += exact_ap_of_ranking([bool(relevance[n, j]) for j in ranking])
         expected /= len(orders)
-        ours = F.tie_aware_quantized_ap(scores[n:n + 1], relevance[n:n + 1], 5, 0.0, 1.0)
+        ours = F.tie_aware_quantized_ap(scores[n:n + 1], relevance[n:n + 1], 5, 0.0, 1.0, harmonic="exact")
         assert ours.item() == pytest.approx(expected, abs=1e-9)
+
+
+def test_log_form_is_the_authors_formula_on_whole_counts():
+    """Whole counts (scores on bin centres), one query: each bin adds
+    (c+/c) * (c rho + (C+ + 1 - rho (C + 1)) log((C + c + 1)/(C + 1))), summed in plain Python floats."""
+    centres = [1.0, 0.75, 0.5, 0.25, 0.0]
+    bins = [0, 0, 0, 1, 2, 2, 2, 2, 4]
+    relevant = [True, False, True, True, False, True, True, False, True]
+    expected, before, hits_before = 0.0, 0, 0
+    for m in range(5):
+        c = sum(1 for b in bins if b == m)
+        cp = sum(1 for b, r in zip(bins, relevant) if b == m and r)
+        if c:
+            rho = (cp - 1) / (c - 1) if cp > 1 else 0.0
+            expected += cp / c * (c * rho + (hits_before + 1 - rho * (before + 1)) * math.log((before + c + 1)
+                                                                                              / (before + 1)))
+        before, hits_before = before + c, hits_before + cp
+    expected /= sum(relevant)
+    scores = torch.tensor([[centres[b] for b in bins]], dtype=torch.float64)
+    ours = F.tie_aware_quantized_ap(scores, torch.tensor([relevant]), 5, 0.0, 1.0, harmonic="log")
+    assert ours.item() == pytest.approx(expected, abs=1e-12)
+    # and it is not the exact expectation: one lone positive first gets log 2, not 1
+    lone = F.tie_aware_quantized_ap(torch.ones(1, 1), torch.ones(1, 1), 4, -1.0, 1.0, harmonic="log")
+    assert lone.item() == pytest.approx(math.log(2))
+
+
+def test_log_and_exact_forms_agree_as_bins_fill():
+    """log((C+c+1)/(C+1)) - (H(C+c) - H(C)) -> 0 as the counts grow: the two forms meet on large batches."""
+    generator = torch.Generator().manual_seed(4)
+    gaps = []
+    for num_items in (20, 2000):
+        scores = torch.rand(4, num_items, generator=generator, dtype=torch.float64) * 2 - 1
+        relevance = torch.rand(4, num_items, generator=generator) < 0.3
+        forms = [F.tie_aware_quantized_ap(scores, relevance, 5, -1.0, 1.0, harmonic=h) for h in ("log", "exact")]
+        gaps.append((forms[0] - forms[1]).abs().max().item())
+    assert gaps[1] < gaps[0] / 10 and gaps[1] < 1e-3, gaps
 
 
 @pytest.mark.parametrize("simplified", [False, True])
 def test_tie_aware_ap_is_exact_without_ties(simplified):
+    """Exact harmonic sums (or the simplified form, which needs none) give plain AP when no two items tie."""
     generator = torch.Generator().manual_seed(1)
     scores = torch.stack([torch.randperm(9, generator=generator)[:7] for _ in range(6)]).double() / 8
     relevance = torch.rand(6, 7, generator=generator) < 0.4
     relevance[:, 3] = True
-    ours = F.tie_aware_quantized_ap(scores, relevance, 9, 0.0, 1.0, simplified=simplified)
+    ours = F.tie_aware_quantized_ap(scores, relevance, 9, 0.0, 1.0, simplified=simplified, harmonic="exact")
     torch.testing.assert_close(ours, F.average_precision(scores, relevance))
 
 
@@ -187,7 +234,8 @@ def test_loss_equals_one_minus_mean_naive_ap_over_queries_with_positives(class_w
     torch.testing.assert_close(ours, naive, atol=1e-6, rtol=0)
 
 
-@pytest.mark.parametrize("options", [{}, {"tie_aware": True}, {"tie_aware": True, "simplified": True},
+@pytest.mark.parametrize("options", [{}, {"tie_aware": True}, {"tie_aware": True, "harmonic": "exact"},
+                                     {"tie_aware": True, "simplified": True},
                                      {"class_weighted": True}, {"tie_aware": True, "class_weighted": True}])
 def test_gradcheck(options):
     embeddings, labels = embeddings_and_labels(1)
@@ -203,6 +251,8 @@ def test_registered_and_bad_arguments_are_explained():
         QuantizedAPLoss(score_range=(1.0, -1.0))
     with pytest.raises(ValueError, match="tie_aware=True"):
         QuantizedAPLoss(simplified=True)
+    with pytest.raises(ValueError, match="harmonic must be one of"):
+        QuantizedAPLoss(tie_aware=True, harmonic="digamma")
     with pytest.raises(ValueError, match="labels must be"):
         QuantizedAPLoss()(torch.zeros(3, 2), torch.zeros(4, dtype=torch.long))
 
@@ -211,5 +261,5 @@ def test_registered_and_bad_arguments_are_explained():
 @pytest.mark.parametrize("simplified", [False, True])
 def test_tie_aware_ap_of_tied_positives_is_one(num_items, simplified):
     ap = F.tie_aware_quantized_ap(torch.ones(1, num_items), torch.ones(1, num_items), 4, -1.0, 1.0,
-                                  simplified=simplified)
+                                  simplified=simplified, harmonic="exact")
     assert ap.item() == pytest.approx(1.0)

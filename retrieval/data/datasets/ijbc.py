@@ -6,7 +6,10 @@ row. Columns read (names as in the release; the media column can be renamed with
 
 - ``SUBJECT_ID``: the identity (integer), the label;
 - ``FILENAME``: the image, relative to ``images/`` (``img/...`` still images, ``frames/...`` video frames);
-- ``MEDIA_ID``: the still image or video the face comes from (all frames of one video share it);
+- ``SIGHTING_ID``: the still image or video the face comes from (all frames of one video share it).
+  Source: the IJB-C protocol files' columns ``TEMPLATE_ID,SUBJECT_ID,FILENAME,SIGHTING_ID,FACE_X,...`` as
+  public readers list them, which group a template's media by ``SIGHTING_ID`` (one row: an image; several:
+  a video's frames). The metadata table's own column list is not confirmed; another column can be chosen;
 - ``FACE_X, FACE_Y, FACE_WIDTH, FACE_HEIGHT`` (optional): the face box, giving ``boxes``.
 
 An instance is one subject in one media: a still image, or every frame of a video (whose
@@ -57,7 +60,7 @@ def read_metadata(path: Path, media_column: str) -> tuple[list[str], np.ndarray,
 
 
 @DATASETS.register("ijbc")
-def ijbc(root: str | None = None, metadata: str | None = None, media_column: str = "MEDIA_ID",
+def ijbc(root: str | None = None, metadata: str | None = None, media_column: str = "SIGHTING_ID",
          image_dir: str = "images", min_instances: int = 5) -> dict[str, Split]:
     """``{"test"}``: faces of identities with at least ``min_instances`` instances, grouped into instances."""
     folder = require_root(root, "ijbc")

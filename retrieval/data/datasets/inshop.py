@@ -5,6 +5,10 @@ The file's first line is the image count, the second the header
 ``query`` or ``gallery``; image names (``img/WOMEN/...jpg``) are relative to the folder holding
 ``img/``. Item ids are strings: labels are their codes in sorted order, shared by query and
 gallery, and ``extra["class_names"]`` maps a code back to its item id.
+
+Layouts (the benchmark's README, "File Information": ``Img/img.zip``, ``Eval/list_eval_partition.txt``):
+the list is read from the root or from ``Eval/``; the images from ``img/`` in the root or in ``Img/``
+(``img.zip`` unpacked where the release puts it).
 """
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ from retrieval.data.datasets.parsing import (
     check_header,
     encode,
     find_file,
+    first_present,
     format_error,
     read_fields,
     read_lines,
@@ -26,6 +31,8 @@ from retrieval.data.split import DATASETS, GALLERY, QUERY, Split
 
 LAYOUT = "image_name item_id evaluation_status"
 STATUSES = ("train", QUERY, GALLERY)
+LIST_PLACES = ("list_eval_partition.txt", "Eval/list_eval_partition.txt")
+IMAGE_FOLDERS = ("img", "Img/img")  # img/ directly in the root, or img.zip unpacked inside the release's Img/
 
 
 def declared_count(path: Path) -> int:
@@ -47,7 +54,7 @@ def make_split(name: str, rows: list[tuple[str, str, str]], root: Path) -> Split
 def inshop(root: str | None = None) -> dict[str, Split]:
     """``{"train", "test"}``; test holds the query and gallery images in file order, ``roles`` telling which."""
     folder = require_root(root, "inshop")
-    path = find_file(folder, ["list_eval_partition.txt", "Eval/list_eval_partition.txt"], "inshop")
+    path = find_file(folder, list(LIST_PLACES), "inshop")
     check_header(path, 2, LAYOUT)
     rows = []
     for lineno, (image, item, status) in read_fields(path, LAYOUT, skip=2):
@@ -56,7 +63,10 @@ def inshop(root: str | None = None) -> dict[str, Split]:
         rows.append((image, item, status))
     if len(rows) != declared_count(path):
         raise DatasetFormatError(f"{path}: line 1 declares {declared_count(path)} images but {len(rows)} are listed")
+    found = first_present(folder, IMAGE_FOLDERS, folder=True)
+    images = folder if found is None else found.parent  # neither: the verification names the missing images
     return {
-        "train": make_split("train", [r for r in rows if r[2] == "train"], folder),
-        "test": make_split("test", [r for r in rows if r[2] != "train"], folder),
+        "train": make_split("train", [r for r in rows if r[2] == "train"], images),
+        "test": make_split("test", [r for r in rows if r[2] != "train"], images),
     }
+

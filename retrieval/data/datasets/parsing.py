@@ -30,11 +30,17 @@ def require_root(root: str | None, dataset: str) -> Path:
     return path
 
 
+def first_present(root: Path, candidates: Sequence[str], folder: bool = False) -> Path | None:
+    """``root / c`` for the first of ``candidates`` that is a file (a folder when ``folder``), else None: the
+    places a dataset's documented layouts put the same thing."""
+    return next((root / c for c in candidates if ((root / c).is_dir() if folder else (root / c).is_file())), None)
+
+
 def find_file(root: Path, candidates: Sequence[str], dataset: str) -> Path:
     """The first of ``candidates`` (paths relative to ``root``) that exists."""
-    for candidate in candidates:
-        if (root / candidate).is_file():
-            return root / candidate
+    path = first_present(root, candidates)
+    if path is not None:
+        return path
     raise DatasetNotFoundError(
         f"dataset {dataset!r}: found none of {', '.join(candidates)} under {root}; "
         f"prepare it with `{prepare_command(dataset)}`"

@@ -9,6 +9,12 @@ crops queries, so configs set ``crop_boxes``), then the database (role ``gallery
 There are no class labels, so every label is -1; relevance is per query in ``extra["gnd"]``,
 whose indices count database images only (index 0 = first gallery item).
 
+Layout (filipradenovic/revisitop ``python/dataset.py`` and cnnimageretrieval-pytorch
+``cirtorch/datasets/testdataset.py``): the pickle and ``jpg/`` share one folder, and an image is
+``jpg/<name>.jpg``. naver/deep-image-retrieval (``dirtorch/datasets/generic.py``) keeps a name's own
+extension when it has one; so does this parser. The folder's name does not matter (the listwise AP
+authors' code calls it ``oxford5k``/``paris6k``, revisitop ``roxford5k``/``rparis6k``).
+
 Optional R1M distractors (``distractors_root=``: the folder with ``revisitop1m.txt`` and ``jpg/``; a relative
 path is taken beside the dataset's own folder, e.g. ``revisitop1m`` next to ``roxford5k`` under one data root)
 are appended to the gallery with absolute paths; ``extra["num_distractors"]`` says how many.
@@ -69,6 +75,11 @@ def read_distractors(folder: str, list_name: str) -> list[str]:
     return paths
 
 
+def image_file(name: str) -> str:
+    """``jpg/<name>.jpg``, or ``jpg/<name>`` when the name already ends in an extension."""
+    return f"jpg/{name}" if os.path.splitext(name)[1] else f"jpg/{name}.jpg"
+
+
 def revisited(name: str, root: str | None, distractors_root: str | None,
               distractors_list: str) -> dict[str, Split]:
     folder = require_root(root, name)
@@ -77,10 +88,10 @@ def revisited(name: str, root: str | None, distractors_root: str | None,
         # beside the dataset, so one data root (--data-root, $RETRIEVAL_DATA_ROOT) holds both
         distractors_root = os.path.join(os.path.dirname(os.path.abspath(folder)), distractors_root)
     distractors = read_distractors(distractors_root, distractors_list) if distractors_root else []
-    gallery = [f"jpg/{image}.jpg" for image in imlist] + distractors
+    gallery = [image_file(image) for image in imlist] + distractors
     boxes = np.full((len(qimlist) + len(gallery), 4), np.nan)
     boxes[: len(qimlist)] = [entry["bbx"] for entry in gnd]
-    split = Split("test", labels=np.full(len(boxes), NO_LABEL), paths=[f"jpg/{q}.jpg" for q in qimlist] + gallery,
+    split = Split("test", labels=np.full(len(boxes), NO_LABEL), paths=[image_file(q) for q in qimlist] + gallery,
                   root=str(folder), boxes=boxes, roles=np.array([QUERY] * len(qimlist) + [GALLERY] * len(gallery)),
                   extra={"gnd": gnd, "num_distractors": len(distractors)})
     return {"test": split}

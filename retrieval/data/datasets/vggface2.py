@@ -1,7 +1,9 @@
 """VGGFace2 (Cao et al. 2018): identity folders ``train/n000002/0001_01.jpg`` and ``test/...``.
 
-The images of a split are those of the official ``<split>_list.txt`` (lines ``n000002/0001_01.jpg``)
-when it is in the root, else every ``.jpg`` of the split's identity folders. When
+The images of a split are those of its official image list (lines ``n000002/0001_01.jpg``) when one
+is present: ``meta/<split>.txt`` (the release README: "The 'meta' folder includes ... train.txt,
+test.txt") or ``<split>_list.txt`` (the lists as downloaded separately), in the root or in ``meta/``;
+else every ``.jpg`` of the split's identity folders. When
 ``bb_landmark/loose_bb_<split>.csv`` (or ``loose_bb_<split>.csv`` in the root) is present (header
 ``NAME_ID,X,Y,W,H``, NAME_ID like ``n000002/0001_01``), its loose face boxes become the split's
 boxes, and every image must have one.
@@ -16,6 +18,7 @@ from retrieval.data.datasets.parsing import (
     DatasetFormatError,
     DatasetNotFoundError,
     encode,
+    first_present,
     format_error,
     parse_number,
     prepare_command,
@@ -26,6 +29,7 @@ from retrieval.data.datasets.parsing import (
 from retrieval.data.split import DATASETS, Split
 
 LIST_LAYOUT, BOX_COLUMNS = "<identity>/<image>.jpg", ["NAME_ID", "X", "Y", "W", "H"]
+LIST_PLACES = ("meta/{split}.txt", "{split}_list.txt", "meta/{split}_list.txt")
 
 
 def listed_images(path: Path) -> list[str]:
@@ -67,11 +71,12 @@ def read_boxes(path: Path) -> dict[str, list[float]]:
 
 
 def read_split(root: Path, name: str) -> Split:
-    folder, list_file = root / name, root / f"{name}_list.txt"
+    folder = root / name
+    list_file = first_present(root, [place.format(split=name) for place in LIST_PLACES])
     if not folder.is_dir():
         raise DatasetNotFoundError(f"dataset 'vggface2': no folder {folder}; see `{prepare_command('vggface2')}` "
                                    "(or ask only for the splits you have, e.g. splits=['test'])")
-    images = listed_images(list_file) if list_file.is_file() else folder_images(folder)
+    images = listed_images(list_file) if list_file is not None else folder_images(folder)
     labels, class_names = encode([image.split("/")[0] for image in images])
     box_file = next((f for f in (root / "bb_landmark" / f"loose_bb_{name}.csv", root / f"loose_bb_{name}.csv")
                      if f.is_file()), None)
