@@ -4,9 +4,11 @@ Each test trains the tiny config for real and then puts in place what a mistake 
 the checkpoint of another config, the run's own model.pt among the checkpoints, flipped weight bits.
 """
 import hashlib
+import importlib.util
 import json
 import logging
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -94,3 +96,49 @@ def test_evaluate_refuses_a_model_file_with_flipped_weight_bits_naming_it(runs, 
     code = cli.main(["evaluate", str(config), "--checkpoint", str(model), "--quiet"])
     assert code == 1
     assert f"cannot load {model}: its content does not match its digest model.sha256" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- images
+def _fixtures():
+    """tests/data/fixtures.py: writers of datasets in their official layouts."""
+    spec = importlib.util.spec_from_file_location("official_layout_fixtures",
+                                                  Path(__file__).resolve().parents[1] / "data" / "fixtures.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def cub(tmp_path, tiny_config):
+    """A CUB-200-2011 folder as distributed (train: classes 1, 2, 100; test: 101, 200; two images each),
+    the config (with overrides) that trains on it, and its image files by split."""
+    records = _fixtures().write_cub200(tmp_path / "cub", classes=(1, 2, 100, 101, 200), per_class=2)
+    images = tmp_path / "cub" / "CUB_200_2011" / "images"
+
+    def config(**overrides):
+        return tiny_config(data__dataset={"name": "cub200"}, data__root=str(tmp_path / "cub"), data__batch_size=6,
+                           data__samples_per_class=2, data__batches_per_epoch=2,
+                           eval__targets__test__protocol__args__ks=[1], **overrides)
+
+    return config, {split: [images / r["path"] for r in records if (r["label"] <= 100) == (split == "train")]
+                 for split in ("train", "test")}
+
+
+def test_with_skip_a_decompression_bomb_among_the_training_images_is_skipped_and_named(cub, tmp_path):
+    config, images = cub
+    _fixtures().write_decompression_bomb(images["train"][3])  # 15000 x 15000 pixels, 27 kB
+    metrics = train(config(data__bad_images="skip"), tmp_path / "run", progress=False)
+    assert [name.split("/")[-1] for name in metrics["skipped_files"]] == [images["train"][3].name]
+
+
+def test_every_unreadable_evaluation_image_is_named_with_its_reason(cub, tmp_path, capsys):
+    config, images = cub
+    _fixtures().truncate(images["test"][0])
+    _fixtures().write_decompression_bomb(images["test"][2])
+    path = tmp_path / "config.yaml"
+    path.write_text(dump_config(config()))
+    assert cli.main(["train", str(path), "--output", str(tmp_path / "run"), "--quiet"]) == 1
+    error = capsys.readouterr().err
+    assert "2 images of split 'test' could not be read" in error
+    assert f"cannot read image {images['test'][0]}: OSError" in error
+    assert f"cannot read image {images['test'][2]}: DecompressionBombError" in error
