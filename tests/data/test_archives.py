@@ -2,8 +2,11 @@
 import hashlib
 import io
 import os
+import subprocess
+import sys
 import tarfile
 import zipfile
+from pathlib import Path
 
 import pytest
 
@@ -17,6 +20,7 @@ from retrieval.data.archives import (
 )
 
 PAYLOAD = b"images and lists " * 1000
+REPO = Path(__file__).resolve().parents[2]
 
 
 def md5(data: bytes) -> str:
@@ -160,6 +164,21 @@ def test_the_path_max_symlink_chain_writes_nothing_outside_the_target(tmp_path):
         extract(archive, target)
     assert (outside / "flag").read_bytes() == b"sentinel"
     assert sorted(os.listdir(outside)) == ["flag"]  # no new file, and no target folder: nothing was written
+
+
+def test_a_preparation_script_refuses_the_path_max_chain_and_writes_nothing_outside(tmp_path):
+    outside = tmp_path / "outside"
+    root = outside / "vehicleid"
+    outside.mkdir()
+    (outside / "flag").write_bytes(b"sentinel")
+    archive = make_tar(tmp_path / "VehicleID_V1.0.tar.gz", path_max_chain(root))
+    script = [sys.executable, str(REPO / "data_prep" / "vehicleid.py"), "--root", str(root), "--archive", str(archive)]
+    done = subprocess.run(script, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and "member 'escape' links to" in done.stderr, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    assert (outside / "flag").read_bytes() == b"sentinel"
+    assert sorted(os.listdir(outside)) == ["flag", "vehicleid"]
+    assert sorted(p.name for p in root.rglob("*")) == ["downloads"]  # the script's own (empty) downloads folder
 
 
 @pytest.mark.parametrize("members, refused", [
