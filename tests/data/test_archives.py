@@ -205,6 +205,18 @@ def test_links_already_in_the_target_are_followed_as_on_disk(tmp_path):
     assert sorted(os.listdir(target)) == ["d1"]
 
 
+def test_a_zip_is_checked_against_the_links_already_on_disk_too(tmp_path):
+    target = tmp_path / "out"
+    target.mkdir()
+    os.symlink("..", target / "up")  # not made by an archive (one would have been refused): a zip must not follow it
+    with zipfile.ZipFile(tmp_path / "images.zip", "w") as bundle:
+        bundle.writestr("fine.txt", "ok")
+        bundle.writestr("up/x", "escaped")
+    with pytest.raises(UnsafeArchiveError, match=r"images\.zip: member 'up/x' would be written outside the target"):
+        extract(tmp_path / "images.zip", target)
+    assert sorted(os.listdir(tmp_path)) == ["images.zip", "out"] and sorted(os.listdir(target)) == ["up"]
+
+
 def test_zip_member_escaping_the_target_is_refused_before_anything_is_written(tmp_path):
     with zipfile.ZipFile(tmp_path / "evil.zip", "w") as bundle:
         bundle.writestr("fine.txt", "ok")
