@@ -2,8 +2,9 @@
 
 A download goes to a temporary file beside its destination and is renamed into place only once
 its checksum (``"md5:<hex>"`` or ``"sha256:<hex>"``) matches, so a corrupted or tampered file is
-never kept. Extraction checks every member before writing it: absolute names, ``..`` components,
-links leading outside the target and device files are refused with an error naming the member.
+never kept. Extraction checks every member before writing anything: absolute names, ``..``
+components, links leading outside the target (resolved as they will be on disk, through the
+archive's earlier links) and device files are refused with an error naming the member.
 """
 from __future__ import annotations
 
@@ -191,6 +192,8 @@ class _Tree:
         if existing is not None and not (existing[0] == kind and kind in ("dir", "file")):
             raise ValueError(f"would replace the {existing[0]} already at {'/'.join(destination)!r}")
         linked = None
+        if member.kind in ("symlink", "hardlink") and not member.link:
+            raise ValueError("is a link to nothing (an empty target)")
         if member.kind == "symlink":
             if member.link.startswith("/") or self.resolve(_components(member.link), parent) is None:
                 raise ValueError(f"links to {member.link!r}, outside the target folder")

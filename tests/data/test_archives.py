@@ -186,7 +186,8 @@ def test_a_preparation_script_refuses_the_path_max_chain_and_writes_nothing_outs
     ([("l", "symlink", "x/.."), ("x", "symlink", ".")], "l"),
     ([("a", "symlink", "b"), ("b", "symlink", "a"), ("a/x", "file", b"looped")], "a/x"),
     ([("jpg", "symlink", "."), ("jpg/../../x", "file", b"escaped")], "jpg/../../x"),
-], ids=["chained-links", "dangling-then-escaping", "loop", "dotdot-after-link"])
+    ([("jpg/a.jpg", "file", b"A"), ("empty", "symlink", "")], "empty"),
+], ids=["chained-links", "dangling-then-escaping", "loop", "dotdot-after-link", "empty-link"])
 def test_links_that_lead_out_once_resolved_are_refused_and_leave_nothing(tmp_path, members, refused):
     archive = make_tar(tmp_path / "evil.tgz", members)
     target = tmp_path / "nested" / "out"
