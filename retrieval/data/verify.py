@@ -1,8 +1,9 @@
 """Check a prepared dataset: split sizes against the published statistics, and its image files.
 
 ``python -m retrieval data verify NAME --root DIR`` parses the dataset as training would, compares
-images, classes and query/gallery counts per split with :data:`PUBLISHED`, then checks that every
-image exists and decodes (``--quick``: existence only; ``--sample N``: decode N per split).
+images, classes and query/gallery counts per split with :data:`PUBLISHED`, reports image files
+listed more than once, then checks that every image exists and decodes (``--quick``: existence
+only; ``--sample N``: decode N per split).
 Every difference is printed with the published value; the exit status is 1 if there is any.
 """
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -83,6 +85,33 @@ def check_split_files(split: Split, max_names: int = 5) -> FileCheck:
     """The number of image files of ``split`` that do not exist, and the first ``max_names`` of them."""
     missing = _missing(split)
     return FileCheck(len(missing), missing[:max_names])
+
+
+def duplicate_files(split: Split) -> dict[str, int]:
+    """Image files ``split`` lists more than once (under several ids), with how many times.
+
+    Paths are compared normalised (``a/./b.jpg`` is ``a/b.jpg``). Where the split groups items
+    into instances (IJB-C templates), a file may belong to several instances, once in each.
+    """
+    if split.paths is None:
+        return {}
+    groups = split.groups if split.groups is not None else [None] * len(split)
+    counts = Counter((group, os.path.normpath(path)) for group, path in zip(groups, split.paths))
+    duplicates: dict[str, int] = {}
+    for (_, path), times in counts.items():
+        if times > 1:
+            duplicates[path] = duplicates.get(path, 0) + times
+    return duplicates
+
+
+def check_duplicates(name: str, split: Split, report: Report, max_names: int) -> None:
+    """A problem naming the files ``split`` lists more than once: the same image counted as two items
+    (two gallery entries, or a query that finds itself) changes every metric."""
+    duplicates = duplicate_files(split)
+    if duplicates:
+        named = ", ".join(f"{path} ({times} times)" for path, times in list(duplicates.items())[:max_names])
+        report.problems.append(f"{name}: {len(duplicates):,} image files listed more than once (under several ids), "
+                               f"first: {named}")
 
 
 def _decode_error(path: str) -> str | None:
@@ -164,6 +193,7 @@ def verify(dataset: str, root: str | None, options: dict | None = None, decode: 
         for key in ("removed_identities", "removed_images"):
             if key in split.extra:
                 report.notes.append(f"{name}: {split.extra[key]:,} {key.replace('_', ' ')} by the protocol")
+        check_duplicates(name, split, report, max_names)
         check_files(name, split, report, decode, sample, workers, max_names)
     return report
 

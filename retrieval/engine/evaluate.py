@@ -57,7 +57,8 @@ def sharded_features(model, split: Split, cfg: Config, device, progress: bool, t
 
     shard = split.subset(np.arange(topology.rank, len(split), topology.world_size)) if topology.distributed \
         else split
-    images = ImageDataset(shard, build_transform(cfg.data.test_transform), crop_boxes=cfg.data.crop_boxes)
+    images = ImageDataset(shard, build_transform(cfg.data.test_transform), crop_boxes=cfg.data.crop_boxes,
+                          bad_images="skip")  # extract_features then names every unreadable image, drops none
     features = extract_features(model, images, batch_size=cfg.eval.batch_size, device=device,
                                 num_workers=cfg.data.num_workers, scales=tuple(cfg.eval.scales), progress=progress)
     return gather_features(features.to(device), len(split), topology).cpu()

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from retrieval.data.images import ImageLoadError, UnreadableImagesError
 from retrieval.data.loading import Batch, ImageDataset, collate_skipping
 
 
@@ -59,8 +60,8 @@ def extract_features(model, dataset: ImageDataset, batch_size: int = 64, device:
     The model is moved to ``device`` and run in eval mode without autograd (its previous mode
     is restored after). ``scales``: see :func:`embed_multiscale`. ``amp``: run the model under
     autocast (float16 on CUDA, bfloat16 on CPU). An image that could not be read (a dataset
-    built with ``bad_images="skip"``) is an error naming every such image: evaluation never
-    silently drops an item.
+    built with ``bad_images="skip"``) is an :class:`~retrieval.data.images.UnreadableImagesError`
+    naming every such image with its reason: evaluation never silently drops an item.
     """
     device = torch.device(device)
     if len(dataset) == 0:
@@ -85,8 +86,15 @@ def extract_features(model, dataset: ImageDataset, batch_size: int = 64, device:
     finally:
         model.train(was_training)
     if skipped:
-        names = [dataset.path(i) if dataset.split.paths is not None else f"item {i}" for i in skipped]
-        raise RuntimeError(f"{len(skipped)} images of split {dataset.split.name!r} could not be read, and "
-                           f"evaluation must not drop items: {', '.join(names[:10])}"
-                           f"{' ...' if len(names) > 10 else ''}. Repair or remove them from the split.")
+        raise UnreadableImagesError(dataset.split.name, [_why_unreadable(dataset, i) for i in sorted(skipped)])
     return features
+
+
+def _why_unreadable(dataset: ImageDataset, index: int) -> tuple[str, str]:
+    """(path, the loader's error naming it) of an item the loader skipped; only bad items are read again."""
+    name = dataset.path(index) if dataset.split.paths is not None else f"item {index}"
+    try:
+        dataset.pil_image(index)
+    except ImageLoadError as error:
+        return name, str(error)
+    return name, f"cannot read image {name}: failed while extracting, readable now"

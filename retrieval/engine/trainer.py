@@ -19,7 +19,7 @@ from retrieval.data.loading import ImageDataset, collate_skipping
 from retrieval.data.samplers import ClassBalancedBatchSampler, RandomBatchSampler
 from retrieval.data.split import Split
 from retrieval.data.transforms import build_transform
-from retrieval.engine.checkpoint import CheckpointStore, read_checkpoint
+from retrieval.engine.checkpoint import CheckpointStore, read_checkpoint, save_verified
 from retrieval.engine.criterion import Criterion
 from retrieval.engine.distributed import (
     GlobalBatchCriterion,
@@ -32,7 +32,6 @@ from retrieval.engine.distributed import (
 from retrieval.engine.evaluate import evaluate, pick_split, sharded_features, splits_of
 from retrieval.engine.optim import build_optimizer, build_schedule
 from retrieval.engine.run_dir import RunDir
-from retrieval.io import torch_save
 
 log = logging.getLogger(__name__)
 FINAL_MODEL, BEST_MODEL = "model.pt", "best_model.pt"
@@ -207,7 +206,7 @@ class Trainer:
         }, self.state["global_step"])
 
     def _restore(self) -> bool:
-        found = self.store.load_latest(map_location=self.device)
+        found = self.store.load_latest(map_location=self.device, config=config_to_dict(self.cfg))
         if found is None:
             return False
         saved, path = found
@@ -348,8 +347,8 @@ class Trainer:
 
     def _save_model(self, name: str) -> None:
         if self.topology.is_main:
-            torch_save({"model": self.model.state_dict(), "config": config_to_dict(self.cfg),
-                       "num_classes": self.num_classes}, self.run.path / name)
+            save_verified({"model": self.model.state_dict(), "config": config_to_dict(self.cfg),
+                           "num_classes": self.num_classes}, self.run.path / name)
 
     def _fit_whitening(self) -> int:
         """Learn the configured whitening on the training descriptors and attach it to the model.

@@ -6,6 +6,8 @@ arguments, so the tests compare the parser with what was put on disk, not with i
 from __future__ import annotations
 
 import pickle
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +30,17 @@ def truncate(path: Path, keep: float = 0.5) -> None:
     """Cut a file to ``keep`` of its size, as an interrupted copy leaves it."""
     data = path.read_bytes()
     path.write_bytes(data[: int(len(data) * keep)])
+
+
+def write_decompression_bomb(path: Path, side: int = 15_000) -> Path:
+    """A valid ``side`` x ``side`` black 1-bit PNG: a few kilobytes on disk, ``side``² pixels once decoded."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = zlib.compress(bytes((1 + (side + 7) // 8) * side), 9)  # each row: filter byte 0, then zero bits
+    header = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)  # bit depth 1, greyscale
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b""))
+    return path
 
 
 def crop_sizes(split) -> list[tuple[int, int]]:

@@ -1,9 +1,19 @@
 """``python -m retrieval data verify``: published statistics, missing and unreadable images, named."""
+import numpy as np
 import pytest
-from fixtures import truncate, write_cub200, write_ijbc, write_inshop, write_revisited, write_vggface2
+from fixtures import (
+    truncate,
+    write_cub200,
+    write_decompression_bomb,
+    write_ijbc,
+    write_inshop,
+    write_revisited,
+    write_vggface2,
+)
+from PIL import Image
 
 from retrieval.data.split import Split, load_splits
-from retrieval.data.verify import PUBLISHED, Statistics, check_split_files, main, verify
+from retrieval.data.verify import PUBLISHED, Statistics, check_split_files, duplicate_files, main, verify
 
 
 @pytest.fixture
@@ -113,3 +123,29 @@ def test_the_command_line(damaged_cub, capsys):
     with pytest.raises(SystemExit) as exit:
         cli(["data", "verify", "cub200", "--root", str(root), "--quick"])
     assert exit.value.code == 1 and records[0]["path"] in capsys.readouterr().out
+
+
+def test_a_decompression_bomb_is_reported_with_the_limit_like_any_unreadable_image(tmp_path, capsys):
+    records = write_cub200(tmp_path)
+    write_decompression_bomb(tmp_path / "CUB_200_2011" / "images" / records[-1]["path"])  # 15000 x 15000 pixels
+    code, out = run_main(["cub200", "--root", str(tmp_path)], capsys)
+    assert code == 1
+    assert f"test: 1 of 4 decoded images unreadable, first: {records[-1]['path']} (DecompressionBombError: " in out
+    assert f"{15_000 ** 2} pixels) exceeds limit of {2 * Image.MAX_IMAGE_PIXELS} pixels" in out
+
+
+def test_an_image_listed_under_two_ids_is_reported(tmp_path, capsys):
+    records = write_cub200(tmp_path)
+    listed = [r["path"] for r in records]
+    listed[1] = listed[0]  # ids 1 and 2 (both training images of class 1) name the same file
+    (tmp_path / "CUB_200_2011" / "images.txt").write_text("".join(f"{i + 1} {p}\n" for i, p in enumerate(listed)))
+    code, out = run_main(["cub200", "--root", str(tmp_path)], capsys)
+    assert code == 1
+    assert f"train: 1 image files listed more than once (under several ids), first: {listed[0]} (2 times)" in out
+    assert out.count("listed more than once") == 1  # the test split lists every file once
+
+
+def test_a_file_listed_once_in_each_of_several_instances_is_no_duplicate():
+    split = Split("test", labels=np.zeros(4, dtype=np.int64), paths=["a.jpg", "b.jpg", "a.jpg", "./b.jpg"],
+                  groups=np.array([0, 0, 1, 0]))
+    assert duplicate_files(split) == {"b.jpg": 2}
