@@ -16,6 +16,7 @@ import codecs
 import io
 import os
 import pickle
+import types
 
 import numpy as np
 
@@ -46,12 +47,17 @@ def _latin1_bytes(text: str, encoding: str = "latin1") -> bytes:
 
 
 class RestrictedUnpickler(pickle.Unpickler):
+    #: Further ``(module, name) -> object`` this unpickler resolves (see :func:`load_torch`).
+    extra_names: dict[tuple[str, str], object] = {}
+
     def find_class(self, module: str, name: str):
+        if (module, name) in self.extra_names:
+            return self.extra_names[(module, name)]
         if (module, name) == ("_codecs", "encode"):
             return _latin1_bytes
         if (module, name) not in _ALLOWED:
             raise UnsafePickleError(
-                f"it references {module}.{name}, which is not a plain container or numeric array "
+                f"it references {module}.{name}, which is not a plain container, numeric array or tensor "
                 "(loading it could run arbitrary code)"
             )
         if module.startswith("numpy.core."):  # the numpy 2 home of the same function, without the deprecated alias
@@ -139,3 +145,33 @@ def load(path: str | os.PathLike):
     """The plain data in the pickle file at ``path`` (see :func:`loads`)."""
     with open(path, "rb") as handle:
         return loads(handle.read(), source=str(path))
+
+
+#: What a torch file of tensors references besides plain data (the storage types torch resolves itself).
+TORCH_NAMES = ("_rebuild_tensor_v2", "_rebuild_parameter")
+
+
+def load_torch(path: str | os.PathLike, names: dict[tuple[str, str], object] | None = None):
+    """The content of the torch file at ``path`` (zip or legacy format), loaded without running code.
+
+    Only tensors, plain data and the ``names`` given (``(module, name) -> stand-in``, e.g. a class
+    that keeps a pickled estimator's state as a dict) are rebuilt; anything else is refused with
+    :class:`UnsafePickleError` naming the file and what it references, before it is called. Tensors
+    are loaded on the CPU.
+    """
+    import torch
+
+    allowed = {("torch._utils", name): getattr(torch._utils, name) for name in TORCH_NAMES} | dict(names or {})
+    unpickler = type("TorchFileUnpickler", (RestrictedUnpickler,), {"extra_names": allowed})
+    # torch.load reads the legacy format's header with ``pickle_module.load`` and the rest with its Unpickler.
+    module = types.SimpleNamespace(__name__=__name__, Unpickler=unpickler,
+                                   load=lambda handle, **kwargs: unpickler(handle, **kwargs).load())
+    try:
+        value = torch.load(path, map_location="cpu", pickle_module=module, weights_only=False)
+        check_plain(value, leaf_types=(torch.Tensor,))
+    except UnsafePickleError as error:
+        raise UnsafePickleError(f"refusing to load {path}: {error}") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError,
+            RuntimeError) as error:
+        raise pickle.UnpicklingError(f"{path} is not a valid torch file ({type(error).__name__}: {error})") from None
+    return value
