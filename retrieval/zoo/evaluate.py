@@ -20,19 +20,21 @@ DISTRACTORS = "revisitop1m"
 
 def list_text() -> str:
     """Every known file: name, layout, where to download it, expected name, checksum, published numbers."""
-    lines = []
+    lines, sources = [], {}
     for item in ZOO.values():
+        digest = f"{item.sha256_prefix}... (prefix in the file name)" if item.sha256_prefix else "none published"
+        power = f", power {item.whitening_power}" if item.layout != CIRTORCH else ""
         lines += [f"{item.name}  ({item.layout}: {item.description})",
                   f"  download: {item.url}",
                   f"  file:     {item.file_name}" + (f" (also published as {', '.join(item.other_names)})"
                                                       if item.other_names else ""),
-                  f"  sha256:   {item.sha256_prefix + '... (prefix in the file name)' if item.sha256_prefix else 'none published'}",
+                  f"  sha256:   {digest}",
                   f"  settings: scales {', '.join(f'{s:.4g}' for s in item.scales)}; whitening "
-                  f"{item.whitening or 'the network own'}" + (f", power {item.whitening_power}"
-                                                              if item.layout != CIRTORCH else "")]
+                  f"{item.whitening or 'the network own'}{power}"]
         for (dataset, setup, metric), (value, source) in sorted(item.published.items()):
-            lines.append(f"  published {dataset} {setup} {metric}: {value}  [{source}]")
-    return "\n".join(lines)
+            label = sources.setdefault(source, f"[{len(sources) + 1}]")
+            lines.append(f"  published {dataset} {setup} {metric}: {value} {label}")
+    return "\n".join(lines + ["", "sources:"] + [f"{label} {source}" for source, label in sources.items()])
 
 
 def missing_weights_message(item: ZooEntry, weights: str | None) -> str:
@@ -109,8 +111,9 @@ def markdown(item: ZooEntry, rows: list[dict], settings: str) -> str:
     head = [f"# {item.name} through our evaluation", "", f"{item.description}; {settings}.", "",
             "| dataset | setup | metric | ours | published | difference | source |", "|---|---|---|---|---|---|---|"]
     cell = lambda v: "" if v is None else f"{v:.2f}"  # noqa: E731
-    return "\n".join(head + [f"| {r['dataset']} | {r['setup']} | {r['metric']} | {cell(r['ours'])} | "
-                             f"{cell(r['published'])} | {cell(r['difference'])} | {r['source']} |" for r in rows]) + "\n"
+    body = [f"| {r['dataset']} | {r['setup']} | {r['metric']} | {cell(r['ours'])} | {cell(r['published'])} | "
+            f"{cell(r['difference'])} | {r['source']} |" for r in rows]
+    return "\n".join(head + body) + "\n"
 
 
 def evaluate_zoo(name: str, weights: str | None, datasets, data_root: str, output: str | Path,
