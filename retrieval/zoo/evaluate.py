@@ -87,17 +87,19 @@ def zoo_config(loaded: LoadedNet, item: ZooEntry, targets: dict, scales, qe_k: i
                  "root": folder, "splits": ["test"], "protocol": protocol}
         for target, (folder, r1m) in targets.items()}
     return config_from_dict({
+        "losses": {"ranking": {"name": "smooth_ap"}},  # a valid config names one; evaluation never uses it
         "data": {"test_transform": {"max_size": max_size, "mean": list(loaded.mean), "std": list(loaded.std)},
                  "crop_boxes": True},
         "eval": {"targets": eval_targets, "batch_size": batch_size, "scales": [float(s) for s in scales],
                  "scale_power": loaded.scale_power}})
 
 
-def results_rows(item: ZooEntry, metrics: dict[str, float]) -> list[dict]:
+def results_rows(item: ZooEntry, metrics: dict[str, float], targets) -> list[dict]:
     """One row per target, setup and metric: ours (percent), published, difference, source."""
     rows = []
     for key, value in metrics.items():
-        target, setup, metric = key.split("/")
+        # The engine leaves out the target's name when there is only one.
+        target, setup, metric = key.split("/") if key.count("/") == 2 else (*targets, *key.split("/"))
         published = item.published.get((target, setup, metric)) if "+" not in target else None
         ours = round(100 * value, 2)
         rows.append({"dataset": target, "setup": setup, "metric": metric, "ours": ours,
@@ -133,7 +135,7 @@ def evaluate_zoo(name: str, weights: str | None, datasets, data_root: str, outpu
     loaded = load_entry(item, weights, whitening_power)
     scales = tuple(item.scales if scales is None else scales)
     cfg = zoo_config(loaded, item, targets, scales, qe_k, qe_alpha, batch_size, max_size)
-    rows = results_rows(item, evaluate(loaded.model, cfg, device, progress=progress))
+    rows = results_rows(item, evaluate(loaded.model, cfg, device, progress=progress), list(targets))
     settings = (f"scales {', '.join(f'{s:.4g}' for s in scales)}, scale power {loaded.scale_power:.4g}, longer side "
                 f"at most {max_size} px, whitening {item.whitening or 'the network own'}"
                 + (f" (power {item.whitening_power if whitening_power is None else whitening_power})"

@@ -1,0 +1,91 @@
+"""``python -m retrieval zoo`` end to end on the revisited-dataset fixture with a fixture checkpoint."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from sklearn.decomposition import PCA
+from torchvision import transforms as T
+
+from retrieval.cli import main
+from retrieval.data.datasets.revisited import roxford5k
+from retrieval.data.loading import ImageDataset
+from retrieval.evaluation.revisited import evaluate_revisited
+from retrieval.zoo.registry import ZOO
+from tests.data.fixtures import write_revisited
+from tests.zoo.test_loaders import DIM, MEAN, STD, dirtorch_reference, random_resnet18, write_dirtorch
+
+NAME = "Resnet101-AP-GeM"  # the registry entry; the fixture file is a small ResNet-18 in the same layout
+
+
+@pytest.fixture
+def released(tmp_path):
+    net, fc, p = random_resnet18(3), torch.nn.Linear(512, DIM), 2.8
+    fitted = PCA(whiten=True).fit(np.random.default_rng(3).standard_normal((100, DIM)))
+    path = tmp_path / "Resnet101-AP-GeM.pt"
+    write_dirtorch(path, net, p, fc, {"arch": "resnet18_rmac", "out_dim": DIM, "pooling": "gem"}, fitted, legacy=True)
+    return path, (net, p, fc, fitted)
+
+
+def reference_metrics(root, parts) -> dict:
+    """Descriptors from the layout's definition (float64) over the fixture's images, then the protocol."""
+    split = roxford5k(str(root))["test"]
+    data = ImageDataset(split, T.Compose([T.ToTensor(), T.Normalize(MEAN, STD)]), crop_boxes=True)
+    net, p, fc, fitted = parts
+    with torch.no_grad():
+        desc = np.concatenate([dirtorch_reference(net, p, fc, False, fitted, 0.25, data[i][0][None])
+                               for i in range(len(data))])
+    queries = split.roles == "query"
+    return evaluate_revisited(desc[queries] @ desc[~queries].T, split.extra["gnd"])
+
+
+def test_zoo_evaluate_writes_our_numbers_beside_the_published_ones(tmp_path, released, capsys):
+    weights, parts = released
+    truth = write_revisited(tmp_path / "data" / "roxford5k", "roxford5k", database=6, queries=(0, 3))
+    assert truth["gnd"]
+    out = tmp_path / "results"
+    assert main(["zoo", "evaluate", NAME, "--weights", str(weights), "--dataset", "roxford5k",
+                 "--data-root", str(tmp_path / "data"), "--output", str(out), "--quiet"]) == 0
+    rows = {(r["dataset"], r["setup"], r["metric"]): r for r in json.loads((out / "results.json").read_text())["rows"]}
+    expected = reference_metrics(tmp_path / "data" / "roxford5k", parts)
+    for setup in ("easy", "medium", "hard"):
+        for metric in ("map", "mp@1", "mp@5", "mp@10"):
+            assert rows[("roxford5k", setup, metric)]["ours"] == pytest.approx(100 * expected[setup][metric], abs=0.01)
+    medium = rows[("roxford5k", "medium", "map")]
+    published, source = ZOO[NAME].published[("roxford5k", "medium", "map")]
+    assert medium["published"] == published and medium["source"] == source
+    assert medium["difference"] == pytest.approx(medium["ours"] - published, abs=0.011)
+    table = (out / "results.md").read_text()
+    assert "| roxford5k | medium | map |" in table and "naver/deep-image-retrieval README" in table
+    assert "power 0.25" in table
+
+
+def test_zoo_evaluate_says_which_file_to_download_and_which_data_to_prepare(tmp_path, released, capsys):
+    assert main(["zoo", "evaluate", NAME, "--data-root", str(tmp_path)]) == 1
+    message = capsys.readouterr().err
+    assert "Download Resnet101-AP-GeM (Resnet101-AP-GeM.pt) from https://drive.google.com/open?id=" in message
+    assert "--weights weights/zoo/Resnet101-AP-GeM.pt" in message
+    weights, _ = released
+    assert main(["zoo", "evaluate", NAME, "--weights", str(weights), "--dataset", "rparis6k",
+                 "--data-root", str(tmp_path / "none")]) == 1
+    assert (f"rparis6k is not prepared: {tmp_path / 'none' / 'rparis6k'}/gnd_rparis6k.pkl is missing. Prepare it "
+            f"with python data_prep/rparis6k.py --root {tmp_path / 'none' / 'rparis6k'}") in capsys.readouterr().err
+
+
+def test_a_released_file_whose_digest_differs_from_its_name_is_refused(tmp_path, capsys):
+    name = "gl18-tl-resnet50-gem-w"
+    write_revisited(tmp_path / "data" / "roxford5k", "roxford5k")
+    weights = tmp_path / ZOO[name].file_name
+    weights.write_bytes(b"not the released file")
+    with pytest.raises(SystemExit, match=r"does not start with 83fdc30.*download it again from http://cmp"):
+        main(["zoo", "evaluate", name, "--weights", str(weights), "--dataset", "roxford5k",
+              "--data-root", str(tmp_path / "data")])
+
+
+def test_zoo_list_names_every_file_its_source_and_published_numbers(capsys):
+    assert main(["zoo", "list"]) == 0
+    text = capsys.readouterr().out
+    for entry in ZOO.values():
+        assert entry.name in text and entry.url in text and entry.file_name in text
+    assert "published roxford5k medium map: 67.1 [1]" in text
+    assert "filipradenovic/cnnimageretrieval-pytorch README" in text
