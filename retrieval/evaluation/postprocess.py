@@ -25,6 +25,8 @@ def aggregate_scales(descriptors: Sequence[torch.Tensor], power: float = 1.0) ->
     """
     if not len(descriptors):
         raise ValueError("aggregate_scales needs descriptors of at least one scale")
+    if not power > 0:
+        raise ValueError(f"the generalized mean over scales needs scale_power > 0, got {power}")
     stacked = torch.stack([d.float() for d in descriptors])
     if power != 1.0 and bool((stacked < 0).any()):
         raise ValueError(f"multi-scale aggregation with scale_power={power} needs non-negative descriptors, "

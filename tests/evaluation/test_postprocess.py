@@ -89,3 +89,21 @@ def test_a_whitened_model_is_whitened_once_after_the_scales_are_combined():
     expected = (combined - whitening.mean.double()) @ whitening.projection.double().T
     expected = expected / expected.norm(dim=1, keepdim=True)
     np.testing.assert_allclose(features.numpy(), expected.numpy(), atol=1e-5)
+
+
+def test_the_revisited_protocol_expands_queries_with_alpha_qe():
+    from retrieval.data.split import GALLERY, QUERY, Split
+    from retrieval.evaluation.protocols import revisited
+    from retrieval.evaluation.revisited import evaluate_revisited
+
+    rng = np.random.default_rng(5)
+    features = unit_rows(rng, 12, 6)
+    gnd = [{"easy": np.array([0, 3]), "hard": np.array([5]), "junk": np.array([7])},
+           {"easy": np.array([2]), "hard": np.array([1, 8]), "junk": np.array([], dtype=np.int64)}]
+    split = Split("test", labels=np.full(12, -1), images=[None] * 12,
+                  roles=np.array([QUERY] * 2 + [GALLERY] * 10), extra={"gnd": gnd})
+    got = revisited(torch.tensor(features), split, qe_k=3, qe_alpha=3.0)
+    expanded = brute_force_alpha_qe(features[:2], features[2:], 3, 3.0)
+    expected = evaluate_revisited(expanded @ features[2:].T, gnd)
+    assert got == {f"{s}/{m}": pytest.approx(v, abs=1e-12) for s, ms in expected.items() for m, v in ms.items()}
+    assert got != revisited(torch.tensor(features), split)

@@ -11,8 +11,9 @@ from retrieval.cli import main
 from retrieval.data.datasets.revisited import roxford5k
 from retrieval.data.loading import ImageDataset
 from retrieval.evaluation.revisited import evaluate_revisited
+from retrieval.zoo.evaluate import evaluate_zoo
 from retrieval.zoo.registry import ZOO
-from tests.data.fixtures import write_revisited
+from tests.data.fixtures import write_image, write_lines, write_revisited
 from tests.zoo.test_loaders import DIM, MEAN, STD, dirtorch_reference, random_resnet18, write_dirtorch
 
 NAME = "Resnet101-AP-GeM"  # the registry entry; the fixture file is a small ResNet-18 in the same layout
@@ -27,9 +28,9 @@ def released(tmp_path):
     return path, (net, p, fc, fitted)
 
 
-def reference_metrics(root, parts) -> dict:
+def reference_metrics(root, parts, distractors_root=None) -> dict:
     """Descriptors from the layout's definition (float64) over the fixture's images, then the protocol."""
-    split = roxford5k(str(root))["test"]
+    split = roxford5k(str(root), distractors_root=distractors_root)["test"]
     data = ImageDataset(split, T.Compose([T.ToTensor(), T.Normalize(MEAN, STD)]), crop_boxes=True)
     net, p, fc, fitted = parts
     with torch.no_grad():
@@ -89,3 +90,21 @@ def test_zoo_list_names_every_file_its_source_and_published_numbers(capsys):
         assert entry.name in text and entry.url in text and entry.file_name in text
     assert "published roxford5k medium map: 67.1 [1]" in text
     assert "filipradenovic/cnnimageretrieval-pytorch README" in text
+
+
+def test_r1m_rows_are_added_when_the_distractors_are_prepared(tmp_path, released):
+    weights, parts = released
+    write_revisited(tmp_path / "data" / "roxford5k", "roxford5k", database=6, queries=(0, 3))
+    r1m = tmp_path / "data" / "revisitop1m"
+    names = [f"{d}/{d}{i}.jpg" for d, i in (("a", 1), ("b", 2), ("b", 3))]
+    for seed, name in enumerate(names):
+        write_image(r1m / "jpg" / name, seed=20 + seed)
+    write_lines(r1m / "revisitop1m.txt", names)
+    out = tmp_path / "results"
+    evaluate_zoo(NAME, str(weights), ["roxford5k"], str(tmp_path / "data"), out, progress=False)
+    rows = {(r["dataset"], r["setup"], r["metric"]): r for r in json.loads((out / "results.json").read_text())["rows"]}
+    expected = reference_metrics(tmp_path / "data" / "roxford5k", parts, distractors_root=str(r1m))
+    hard = rows[("roxford5k+r1m", "hard", "map")]
+    assert hard["ours"] == pytest.approx(100 * expected["hard"]["map"], abs=0.01)
+    assert hard["published"] is None and hard["source"] == ""  # no source gives this network's +R1M number
+    assert ("roxford5k", "hard", "map") in rows
