@@ -36,9 +36,11 @@ PCA_NAMES = (("sklearn.decomposition.pca", "PCA"), ("sklearn.decomposition._pca"
 #: The torchvision ResNet children cirtorch keeps as ``features`` (children()[:-2]), by index.
 CIRTORCH_FEATURES = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
 DIRTORCH_POOLINGS = {"gem": "gem", "max": "mac", "avg": "spoc"}
-#: deep-image-retrieval model options that do not change the evaluated descriptor, or that we map.
-DIRTORCH_OPTIONS = {"arch", "out_dim", "pooling", "gemp", "norm_features", "without_fc", "center_bias", "dropout_p",
-                    "scales"}
+#: Every argument dirtorch's ``create_model`` passes on to ``ResNet_RMAC`` (and the ResNet under it). Those
+#: in :data:`DIRTORCH_UNSUPPORTED` change the descriptor in a way our models do not reproduce when set.
+DIRTORCH_OPTIONS = {"arch", "delete_fc", "out_dim", "pooling", "gemp", "norm_features", "without_fc", "center_bias",
+                    "dropout_p", "scales", "self_similarity_radius", "self_similarity_version"}
+DIRTORCH_UNSUPPORTED = ("center_bias", "self_similarity_radius")
 
 
 class PickledPCA(dict):
@@ -132,9 +134,12 @@ def load_dirtorch(path, whitening: str | None = "Landmarks_clean", whitening_pow
     options = dict(content["model_options"])
     _require(options, ("arch",), "model_options", path)
     unknown = sorted(set(options) - DIRTORCH_OPTIONS)
-    if unknown or options.get("center_bias", 0):
-        raise ZooFormatError(f"{path}: model_options {unknown or ['center_bias']} change the descriptor in a way our "
-                             "models do not reproduce")
+    if unknown:
+        raise ZooFormatError(f"{path}: model_options {unknown} are not arguments of deep-image-retrieval's networks")
+    unsupported = [key for key in DIRTORCH_UNSUPPORTED if options.get(key)]
+    if unsupported:
+        raise ZooFormatError(f"{path}: model_options {unsupported} change the descriptor in a way our models do not "
+                             "reproduce")
     arch = _backbone_arch(str(options["arch"]).removesuffix("_rmac"), path)
     pooling = str(options.get("pooling", "gem"))
     if pooling.startswith("gem"):

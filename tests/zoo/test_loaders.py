@@ -204,3 +204,14 @@ def test_an_unknown_class_in_a_released_file_is_refused_by_name(tmp_path):
     torch.save({"meta": {"architecture": "resnet18"}, "state_dict": {}, "watch": Watch()}, tmp_path / "x.pth")
     with pytest.raises(UnsafePickleError, match=r"x\.pth: it references .*test_loaders\.Watch"):
         load_cirtorch(tmp_path / "x.pth")
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"arch": "resnet18_rmac", "center_bias": 1.0}, r"\['center_bias'\] change the descriptor"),
+    ({"arch": "resnet18_rmac", "colour": 1}, r"\['colour'\] are not arguments"),
+    ({"arch": "resnet101_fpn_rmac"}, r"architecture 'resnet101_fpn' is not one of our backbones"),
+])
+def test_options_our_models_do_not_reproduce_are_refused_naming_them(tmp_path, options, message):
+    torch.save({"model_options": options, "state_dict": {}}, tmp_path / "m.pt")
+    with pytest.raises(ValueError, match=message):
+        load_dirtorch(tmp_path / "m.pt")
