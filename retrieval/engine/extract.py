@@ -30,8 +30,9 @@ def collate_by_size(items) -> tuple[list[Batch], list[int]]:
 
 
 def embed_multiscale(model, images: torch.Tensor, scales: Sequence[float] = (1.0,),
-                     scale_power: float = 1.0) -> torch.Tensor:
-    """The model's descriptors of the images resized (bilinear, antialiased) by each scale, combined by
+                     scale_power: float = 1.0, antialias: bool = True) -> torch.Tensor:
+    """The model's descriptors of the images resized (bilinear; antialiased unless ``antialias=False``,
+    as cnnimageretrieval-pytorch resizes) by each scale, combined by
     :func:`~retrieval.evaluation.postprocess.aggregate_scales` with ``power = scale_power``.
 
     A model's whitening is applied once, to the combined descriptor, as both landmark model zoos do
@@ -43,7 +44,7 @@ def embed_multiscale(model, images: torch.Tensor, scales: Sequence[float] = (1.0
     whitening = getattr(model, "whitening", None)
     embed = model.embed if whitening is None else (lambda x: model(x)["embedding"])
     descriptors = [embed(images if scale == 1.0 else F.interpolate(images, scale_factor=scale, mode="bilinear",
-                                                                   align_corners=False, antialias=True)).float()
+                                                                   align_corners=False, antialias=antialias)).float()
                    for scale in scales]
     combined = aggregate_scales(descriptors, scale_power)
     return combined if whitening is None else whitening(combined).float()
@@ -51,14 +52,14 @@ def embed_multiscale(model, images: torch.Tensor, scales: Sequence[float] = (1.0
 
 def extract_features(model, dataset: ImageDataset, batch_size: int = 64, device: str | torch.device = "cpu",
                      num_workers: int = 0, scales: Sequence[float] = (1.0,), progress: bool = True,
-                     amp: bool = False, scale_power: float = 1.0) -> torch.Tensor:
+                     amp: bool = False, scale_power: float = 1.0, antialias: bool = True) -> torch.Tensor:
     """(N, D) float32 descriptors ``model.embed`` gives the N items of ``dataset``, row i = item i.
 
     The model is moved to ``device`` and run in eval mode without autograd (its previous mode
-    is restored after). ``scales``: see :func:`embed_multiscale`. ``amp``: run the model under
-    autocast (float16 on CUDA, bfloat16 on CPU). An image that could not be read (a dataset
-    built with ``bad_images="skip"``) is an error naming every such image: evaluation never
-    silently drops an item.
+    is restored after). ``scales``, ``scale_power``, ``antialias``: see :func:`embed_multiscale`.
+    ``amp``: run the model under autocast (float16 on CUDA, bfloat16 on CPU). An image that could
+    not be read (a dataset built with ``bad_images="skip"``) is an error naming every such image:
+    evaluation never silently drops an item.
     """
     device = torch.device(device)
     if len(dataset) == 0:
@@ -76,7 +77,7 @@ def extract_features(model, dataset: ImageDataset, batch_size: int = 64, device:
                 skipped += unreadable
                 for batch in batches:
                     embedding = embed_multiscale(model, batch.images.to(device, non_blocking=True), scales,
-                                                 scale_power)
+                                                 scale_power, antialias)
                     if features is None:
                         features = torch.empty(len(dataset), embedding.shape[1])
                     features[batch.indices] = embedding.cpu()

@@ -31,6 +31,8 @@ def list_text() -> str:
                   f"  sha256:   {digest}",
                   f"  settings: scales {', '.join(f'{s:.4g}' for s in item.scales)}; whitening "
                   f"{item.whitening or 'the network own'}{power}"]
+        if not item.published:
+            lines.append("  published: no number confirmed by a source here")
         for (dataset, setup, metric), (value, source) in sorted(item.published.items()):
             label = sources.setdefault(source, f"[{len(sources) + 1}]")
             lines.append(f"  published {dataset} {setup} {metric}: {value} {label}")
@@ -57,9 +59,10 @@ def check_digest(item: ZooEntry, path: str) -> None:
                          f"again from {item.url}")
 
 
-def load_entry(item: ZooEntry, weights: str, whitening_power: float | None = None) -> LoadedNet:
+def load_entry(item: ZooEntry, weights: str, scales, whitening_power: float | None = None) -> LoadedNet:
+    """The released file as our model, with the whitening the authors evaluate it with (multi-scale or not)."""
     if item.layout == CIRTORCH:
-        return load_cirtorch(weights, item.whitening, multiscale=len(item.scales) > 1)
+        return load_cirtorch(weights, item.whitening, multiscale=len(scales) > 1)
     return load_dirtorch(weights, item.whitening, item.whitening_power if whitening_power is None else whitening_power)
 
 
@@ -91,7 +94,7 @@ def zoo_config(loaded: LoadedNet, item: ZooEntry, targets: dict, scales, qe_k: i
         "data": {"test_transform": {"max_size": max_size, "mean": list(loaded.mean), "std": list(loaded.std)},
                  "crop_boxes": True},
         "eval": {"targets": eval_targets, "batch_size": batch_size, "scales": [float(s) for s in scales],
-                 "scale_power": loaded.scale_power}})
+                 "scale_power": loaded.scale_power, "scale_antialias": item.antialias}})
 
 
 def results_rows(item: ZooEntry, metrics: dict[str, float], targets) -> list[dict]:
@@ -132,8 +135,8 @@ def evaluate_zoo(name: str, weights: str | None, datasets, data_root: str, outpu
         raise FileNotFoundError(missing_weights_message(item, weights))
     targets = dataset_folders(data_root, datasets, r1m)
     check_digest(item, weights)
-    loaded = load_entry(item, weights, whitening_power)
     scales = tuple(item.scales if scales is None else scales)
+    loaded = load_entry(item, weights, scales, whitening_power)
     cfg = zoo_config(loaded, item, targets, scales, qe_k, qe_alpha, batch_size, max_size)
     rows = results_rows(item, evaluate(loaded.model, cfg, device, progress=progress), list(targets))
     settings = (f"scales {', '.join(f'{s:.4g}' for s in scales)}, scale power {loaded.scale_power:.4g}, longer side "

@@ -21,6 +21,8 @@ SOURCE_A_OUTPUT = "naver/deep-image-retrieval README, expected output of test_di
 SOURCE_G = ("filipradenovic/cnnimageretrieval-pytorch README (commit 1e66a417, 2022-06), networks with whitening "
             "learned end-to-end, multi-scale 1, 2^(1/2), 1/2^(1/2)")
 CIRTORCH_SCALES = (1.0, 2 ** 0.5, 2 ** -0.5)  # Source G
+#: The scales the same README's "Testing our pretrained networks" commands give for the TPAMI 2018 networks.
+CIRTORCH_TPAMI_SCALES = (1.0, 2 ** -0.5, 0.5)
 CIRTORCH_URL = "http://cmp.felk.cvut.cz/cnnimageretrieval/data/networks/"
 
 
@@ -30,7 +32,8 @@ class ZooEntry:
 
     ``sha256_prefix``: the hex prefix its file name carries (torch hub's convention), checked when
     set. ``whitening``: the name of the whitening stored in the file that the published numbers use
-    (None: the network's own). ``whitening_power`` and ``scales``: the authors' evaluation settings.
+    (None: the network's own). ``whitening_power``, ``scales`` and ``antialias`` (of the downscaled
+    images): the authors' evaluation settings.
     """
 
     name: str
@@ -41,6 +44,7 @@ class ZooEntry:
     scales: tuple[float, ...] = (1.0,)
     whitening: str | None = None
     whitening_power: float = 0.5
+    antialias: bool = True
     sha256_prefix: str | None = None
     other_names: tuple[str, ...] = ()
     published: dict = field(default_factory=dict)
@@ -61,11 +65,13 @@ def _dirtorch(name: str, drive_id: str, description: str, numbers: tuple, other_
         published=_medium_hard(numbers, SOURCE_A, "mhmh") | (extra or {}))
 
 
-def _cirtorch(name: str, folder: str, digest: str, description: str, numbers: tuple) -> ZooEntry:
+def _cirtorch(name: str, folder: str, digest: str, description: str, numbers: tuple | None,
+              scales: tuple[float, ...] = CIRTORCH_SCALES, whitening: str | None = None) -> ZooEntry:
     return ZooEntry(
         name=name, layout=CIRTORCH, url=f"{CIRTORCH_URL}{folder}/{name}-{digest}.pth", file_name=f"{name}-{digest}.pth",
-        description=description, scales=CIRTORCH_SCALES, sha256_prefix=digest,
-        published=_medium_hard(numbers, SOURCE_G, "mmhh"))
+        description=description, scales=scales, whitening=whitening, sha256_prefix=digest,
+        antialias=False,  # cirtorch's extract_ms: F.interpolate(bilinear, align_corners=False), no antialiasing
+        published=_medium_hard(numbers, SOURCE_G, "mmhh") if numbers else {})
 
 
 ZOO: dict[str, ZooEntry] = {entry.name: entry for entry in [
@@ -94,6 +100,10 @@ ZOO: dict[str, ZooEntry] = {entry.name: entry for entry in [
               (67.3, 80.6, 44.3, 61.5)),
     _cirtorch("gl18-tl-resnet152-gem-w", "gl18", "21278d5", "ResNet-152 GeM + whitening, Google-Landmarks-18",
               (68.7, 79.7, 44.2, 60.3)),
+    # The TPAMI 2018 network with its post-processing learned whitening (meta['Lw']); no confirmed numbers here.
+    _cirtorch("retrievalSfM120k-resnet101-gem", "retrieval-SfM-120k", "b80fb85",
+              "ResNet-101 GeM, SfM-120k, learned whitening retrieval-SfM-120k", None, scales=CIRTORCH_TPAMI_SCALES,
+              whitening="retrieval-SfM-120k"),
 ]}
 
 

@@ -215,3 +215,39 @@ def test_options_our_models_do_not_reproduce_are_refused_naming_them(tmp_path, o
     torch.save({"model_options": options, "state_dict": {}}, tmp_path / "m.pt")
     with pytest.raises(ValueError, match=message):
         load_dirtorch(tmp_path / "m.pt")
+
+
+def test_cnnimageretrieval_multiscale_descriptors_with_the_multiscale_learned_whitening(tmp_path):
+    """cirtorch's extract_ms (plain bilinear resizing, (mean of d^p)^(1/p) with p the GeM exponent, L2),
+    then whitenapply with Lw[...]['ms'], against our extraction with the zoo's settings."""
+    from torchvision import transforms as T
+
+    from retrieval.data.loading import ImageDataset
+    from retrieval.data.split import Split
+    from retrieval.engine.extract import extract_features
+
+    net, p, scales = random_resnet18(4), 2.9, (1.0, 2 ** -0.5, 0.5)
+    lw = {"retrieval-SfM-120k": {"ss": learned_whitening_fields(2), "ms": learned_whitening_fields(3)}}
+    write_cirtorch(tmp_path / "net.pth", net, p, None, lw)
+    loaded = load_cirtorch(tmp_path / "net.pth", "retrieval-SfM-120k", multiscale=True)
+    pixels = [np.random.default_rng(i).integers(0, 256, (70, 50, 3), dtype=np.uint8) for i in range(3)]
+    data = ImageDataset(Split("test", labels=np.zeros(3), images=pixels), T.ToTensor())
+    got = extract_features(loaded.model, data, scales=scales, scale_power=loaded.scale_power, antialias=False,
+                           progress=False)
+    rows = []
+    with torch.no_grad():
+        for image in pixels:
+            x = T.ToTensor()(image)[None]
+            total = 0
+            for s in scales:
+                resized = x if s == 1 else F.interpolate(x, scale_factor=s, mode="bilinear", align_corners=False)
+                total = total + torch.tensor(cirtorch_reference(net, p, None, None, resized)) ** p
+            v = (total / len(scales)) ** (1 / p)
+            rows.append((v / v.norm()).numpy()[0])
+    expected = cirtorch_reference_whiten(np.stack(rows), lw["retrieval-SfM-120k"]["ms"])
+    np.testing.assert_allclose(got.numpy(), expected, atol=1e-5)
+
+
+def cirtorch_reference_whiten(x, lw):
+    white = (lw["P"] @ (x.T - lw["m"])).T
+    return white / np.linalg.norm(white, axis=1, keepdims=True)
