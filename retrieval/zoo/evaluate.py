@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import pickle
+from dataclasses import replace
 from pathlib import Path
 
 from retrieval.zoo.loaders import LoadedNet, load_cirtorch, load_dirtorch
@@ -59,11 +60,11 @@ def check_digest(item: ZooEntry, path: str) -> None:
                          f"again from {item.url}")
 
 
-def load_entry(item: ZooEntry, weights: str, scales, whitening_power: float | None = None) -> LoadedNet:
-    """The released file as our model, with the whitening the authors evaluate it with (multi-scale or not)."""
+def load_entry(item: ZooEntry, weights: str) -> LoadedNet:
+    """The released file as our model, with the whitening the entry names (multi-scale or not)."""
     if item.layout == CIRTORCH:
-        return load_cirtorch(weights, item.whitening, multiscale=len(scales) > 1)
-    return load_dirtorch(weights, item.whitening, item.whitening_power if whitening_power is None else whitening_power)
+        return load_cirtorch(weights, item.whitening, multiscale=len(item.scales) > 1)
+    return load_dirtorch(weights, item.whitening, item.whitening_power)
 
 
 def dataset_folders(data_root: str, datasets, r1m: bool) -> dict[str, tuple[str, bool]]:
@@ -122,31 +123,34 @@ def markdown(item: ZooEntry, rows: list[dict], settings: str) -> str:
 
 
 def evaluate_zoo(name: str, weights: str | None, datasets, data_root: str, output: str | Path,
-                 device: str = "cpu", r1m: bool = True, scales=None, whitening_power: float | None = None,
-                 qe_k: int = 0, qe_alpha: float = 0.0, batch_size: int = 16, max_size: int = 1024,
-                 progress: bool = True) -> list[dict]:
+                 device: str = "cpu", r1m: bool = True, qe_k: int = 0, qe_alpha: float = 0.0, batch_size: int = 16,
+                 max_size: int = 1024, progress: bool = True, **settings) -> list[dict]:
     """Evaluate the released network ``name`` (file ``weights``) on ``datasets`` under ``data_root``;
-    write ``results.md`` and ``results.json`` under ``output``; return the rows."""
+    write ``results.md`` and ``results.json`` under ``output``; return the rows.
+
+    ``settings`` (``scales``, ``whitening``, ``whitening_power``; None keeps the authors') replace the
+    entry's evaluation settings; the results say which were used.
+    """
     from retrieval.engine.evaluate import evaluate
     from retrieval.io import write_text
 
-    item = entry(name)
+    item = replace(entry(name), **{key: value for key, value in settings.items() if value is not None})
     if not weights or not os.path.isfile(weights):
         raise FileNotFoundError(missing_weights_message(item, weights))
     targets = dataset_folders(data_root, datasets, r1m)
     check_digest(item, weights)
-    scales = tuple(item.scales if scales is None else scales)
-    loaded = load_entry(item, weights, scales, whitening_power)
-    cfg = zoo_config(loaded, item, targets, scales, qe_k, qe_alpha, batch_size, max_size)
+    loaded = load_entry(item, weights)
+    cfg = zoo_config(loaded, item, targets, item.scales, qe_k, qe_alpha, batch_size, max_size)
     rows = results_rows(item, evaluate(loaded.model, cfg, device, progress=progress), list(targets))
-    settings = (f"scales {', '.join(f'{s:.4g}' for s in scales)}, scale power {loaded.scale_power:.4g}, longer side "
-                f"at most {max_size} px, whitening {item.whitening or 'the network own'}"
-                + (f" (power {item.whitening_power if whitening_power is None else whitening_power})"
-                   if item.layout != CIRTORCH else "") + (f", alpha-QE k={qe_k} alpha={qe_alpha}" if qe_k else ""))
+    settings_text = (f"scales {', '.join(f'{s:.4g}' for s in item.scales)}, scale power {loaded.scale_power:.4g}, "
+                     f"{'' if item.antialias else 'no '}antialiasing, longer side at most {max_size} px, whitening "
+                     f"{item.whitening or 'the network own'}"
+                     + (f" (power {item.whitening_power})" if item.layout != CIRTORCH else "")
+                     + (f", alpha-QE k={qe_k} alpha={qe_alpha}" if qe_k else ""))
     output = Path(output)
-    write_text(output / "results.md", markdown(item, rows, settings))
-    write_text(output / "results.json", json.dumps({"network": name, "weights": str(weights), "settings": settings,
-                                                    "rows": rows}, indent=2) + "\n")
+    write_text(output / "results.md", markdown(item, rows, settings_text))
+    write_text(output / "results.json", json.dumps({"network": name, "weights": str(weights),
+                                                    "settings": settings_text, "rows": rows}, indent=2) + "\n")
     return rows
 
 
@@ -163,6 +167,7 @@ def main(argv=None) -> None:
     run.add_argument("--output", help="results folder (default results/zoo/NAME)")
     run.add_argument("--device", default="cpu")
     run.add_argument("--scales", type=float, nargs="+", help="override the authors' scales")
+    run.add_argument("--whitening", help="name of a whitening stored in the file (default: the authors')")
     run.add_argument("--whitening-power", type=float, help="deep-image-retrieval PCA power (default: the authors')")
     run.add_argument("--qe", type=float, nargs=2, metavar=("K", "ALPHA"), help="alpha-QE (default: none)")
     run.add_argument("--no-r1m", action="store_true", help="skip +R1M even when revisitop1m/ is prepared")
@@ -176,8 +181,9 @@ def main(argv=None) -> None:
     output = args.output or os.path.join("results", "zoo", args.name)
     try:
         rows = evaluate_zoo(args.name, args.weights, args.dataset or DATASETS, args.data_root, output, args.device,
-                            r1m=not args.no_r1m, scales=args.scales, whitening_power=args.whitening_power, qe_k=qe_k,
-                            qe_alpha=qe_alpha, batch_size=args.batch_size, progress=not args.quiet)
+                            r1m=not args.no_r1m, qe_k=qe_k, qe_alpha=qe_alpha, batch_size=args.batch_size,
+                            progress=not args.quiet, scales=tuple(args.scales) if args.scales else None,
+                            whitening=args.whitening, whitening_power=args.whitening_power)
     except (ValueError, pickle.UnpicklingError) as error:  # a damaged, foreign or tampered file: say which
         raise SystemExit(f"error: {error}") from None
     print((Path(output) / "results.md").read_text())

@@ -14,6 +14,7 @@ from retrieval.evaluation.revisited import evaluate_revisited
 from retrieval.zoo.evaluate import evaluate_zoo
 from retrieval.zoo.registry import ZOO
 from tests.data.fixtures import write_image, write_lines, write_revisited
+from tests.evaluation.test_postprocess import brute_force_alpha_qe
 from tests.zoo.test_loaders import DIM, MEAN, STD, dirtorch_reference, random_resnet18, write_dirtorch
 
 NAME = "Resnet101-AP-GeM"  # the registry entry; the fixture file is a small ResNet-18 in the same layout
@@ -28,16 +29,18 @@ def released(tmp_path):
     return path, (net, p, fc, fitted)
 
 
-def reference_metrics(root, parts, distractors_root=None) -> dict:
-    """Descriptors from the layout's definition (float64) over the fixture's images, then the protocol."""
+def reference_metrics(root, parts, distractors_root=None, power=0.25, qe=None) -> dict:
+    """Descriptors from the layout's definition (float64) over the fixture's images, optionally
+    alpha-QE by brute force, then the protocol."""
     split = roxford5k(str(root), distractors_root=distractors_root)["test"]
     data = ImageDataset(split, T.Compose([T.ToTensor(), T.Normalize(MEAN, STD)]), crop_boxes=True)
     net, p, fc, fitted = parts
     with torch.no_grad():
-        desc = np.concatenate([dirtorch_reference(net, p, fc, False, fitted, 0.25, data[i][0][None])
+        desc = np.concatenate([dirtorch_reference(net, p, fc, False, fitted, power, data[i][0][None])
                                for i in range(len(data))])
     queries = split.roles == "query"
-    return evaluate_revisited(desc[queries] @ desc[~queries].T, split.extra["gnd"])
+    expanded = desc[queries] if qe is None else brute_force_alpha_qe(desc[queries], desc[~queries], *qe)
+    return evaluate_revisited(expanded @ desc[~queries].T, split.extra["gnd"])
 
 
 def test_zoo_evaluate_writes_our_numbers_beside_the_published_ones(tmp_path, released, capsys):
@@ -108,3 +111,17 @@ def test_r1m_rows_are_added_when_the_distractors_are_prepared(tmp_path, released
     assert hard["ours"] == pytest.approx(100 * expected["hard"]["map"], abs=0.01)
     assert hard["published"] is None and hard["source"] == ""  # no source gives this network's +R1M number
     assert ("roxford5k", "hard", "map") in rows
+
+
+def test_zoo_evaluate_with_another_whitening_power_and_alpha_qe(tmp_path, released):
+    weights, parts = released
+    write_revisited(tmp_path / "data" / "roxford5k", "roxford5k", database=6, queries=(0, 3))
+    out = tmp_path / "results"
+    assert main(["zoo", "evaluate", NAME, "--weights", str(weights), "--dataset", "roxford5k", "--quiet",
+                 "--data-root", str(tmp_path / "data"), "--output", str(out), "--whitening-power", "0.5",
+                 "--qe", "2", "3"]) == 0
+    result = json.loads((out / "results.json").read_text())
+    assert "power 0.5" in result["settings"] and "alpha-QE k=2 alpha=3.0" in result["settings"]
+    expected = reference_metrics(tmp_path / "data" / "roxford5k", parts, power=0.5, qe=(2, 3.0))
+    for row in result["rows"]:
+        assert row["ours"] == pytest.approx(100 * expected[row["setup"]][row["metric"]], abs=0.01)
