@@ -11,7 +11,7 @@ import torchvision
 from sklearn.decomposition import PCA
 
 from retrieval.data.safe_pickle import UnsafePickleError
-from retrieval.models import RetrievalNet
+from retrieval.models import RetrievalNet, build_model
 from retrieval.zoo import load_cirtorch, load_dirtorch
 
 MEAN, STD = [0.5, 0.4, 0.3], [0.2, 0.25, 0.3]
@@ -166,6 +166,11 @@ def test_the_loaded_network_is_our_model_and_fine_tunes(tmp_path):
     loss = model(images(2))["embedding"].sum()
     loss.backward()
     assert model.head.pool.p.grad is not None and model.backbone.conv1.weight.grad is not None
+    # A training config starts from it with model.backbone.args.pretrained=<its backbone's state dict>.
+    torch.save(model.backbone.state_dict(), tmp_path / "backbone.pth")
+    start = build_model("resnet18", {"pretrained": str(tmp_path / "backbone.pth")}, "embedding", {}, num_classes=0)
+    with torch.no_grad():
+        assert torch.equal(start.eval().backbone(images(1)), model.eval().backbone(images(1)))
 
 
 # --- untrusted content
