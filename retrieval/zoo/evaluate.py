@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import pickle
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -81,8 +82,9 @@ def dataset_folders(data_root: str, datasets, r1m: bool) -> dict[str, tuple[str,
     return targets
 
 
-def zoo_config(loaded: LoadedNet, item: ZooEntry, targets: dict, scales, qe_k: int, qe_alpha: float,
-               batch_size: int, max_size: int):
+def zoo_config(loaded: LoadedNet, item: ZooEntry, targets: dict, qe_k: int, qe_alpha: float, batch_size: int,
+               max_size: int):
+    """The evaluation config of the entry's settings over ``targets`` (see :func:`dataset_folders`)."""
     from retrieval.config import config_from_dict
 
     protocol = {"name": "revisited", "args": {"kappas": list(KAPPAS), "qe_k": qe_k, "qe_alpha": qe_alpha}}
@@ -94,7 +96,7 @@ def zoo_config(loaded: LoadedNet, item: ZooEntry, targets: dict, scales, qe_k: i
         "losses": {"ranking": {"name": "smooth_ap"}},  # a valid config names one; evaluation never uses it
         "data": {"test_transform": {"max_size": max_size, "mean": list(loaded.mean), "std": list(loaded.std)},
                  "crop_boxes": True},
-        "eval": {"targets": eval_targets, "batch_size": batch_size, "scales": [float(s) for s in scales],
+        "eval": {"targets": eval_targets, "batch_size": batch_size, "scales": [float(s) for s in item.scales],
                  "scale_power": loaded.scale_power, "scale_antialias": item.antialias}})
 
 
@@ -140,7 +142,7 @@ def evaluate_zoo(name: str, weights: str | None, datasets, data_root: str, outpu
     targets = dataset_folders(data_root, datasets, r1m)
     check_digest(item, weights)
     loaded = load_entry(item, weights)
-    cfg = zoo_config(loaded, item, targets, item.scales, qe_k, qe_alpha, batch_size, max_size)
+    cfg = zoo_config(loaded, item, targets, qe_k, qe_alpha, batch_size, max_size)
     rows = results_rows(item, evaluate(loaded.model, cfg, device, progress=progress), list(targets))
     settings_text = (f"scales {', '.join(f'{s:.4g}' for s in item.scales)}, scale power {loaded.scale_power:.4g}, "
                      f"{'' if item.antialias else 'no '}antialiasing, longer side at most {max_size} px, whitening "
@@ -187,4 +189,7 @@ def main(argv=None) -> None:
     except (ValueError, pickle.UnpicklingError) as error:  # a damaged, foreign or tampered file: say which
         raise SystemExit(f"error: {error}") from None
     print((Path(output) / "results.md").read_text())
+    if not args.no_r1m and not any("+r1m" in row["dataset"] for row in rows):
+        print(f"no +R1M rows: the distractors are not prepared; add them with python data_prep/{DISTRACTORS}.py "
+              f"--root {os.path.join(args.data_root, DISTRACTORS)}", file=sys.stderr)
     print(f"written: {output}/results.md, results.json ({len(rows)} rows)")

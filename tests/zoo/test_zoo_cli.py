@@ -62,6 +62,7 @@ def test_zoo_evaluate_writes_our_numbers_beside_the_published_ones(tmp_path, rel
     table = (out / "results.md").read_text()
     assert "| roxford5k | medium | map |" in table and "naver/deep-image-retrieval README" in table
     assert "power 0.25" in table
+    assert f"python data_prep/revisitop1m.py --root {tmp_path / 'data' / 'revisitop1m'}" in capsys.readouterr().err
 
 
 def test_zoo_evaluate_says_which_file_to_download_and_which_data_to_prepare(tmp_path, released, capsys):
