@@ -146,9 +146,12 @@ def load_dirtorch(path, whitening: str | None = "Landmarks_clean", whitening_pow
         pooling = "gem"
     if pooling not in DIRTORCH_POOLINGS:
         raise ZooFormatError(f"{path}: pooling {pooling!r} is not one of {sorted(DIRTORCH_POOLINGS)}")
+    without_fc = bool(options.get("without_fc", False))
     weights = {}
     for key, value in content["state_dict"].items():
         key = key.removeprefix("module.")
+        if without_fc and key.startswith("fc."):  # ResNet_RMAC builds its fc even when it does not use it
+            continue
         if key.startswith("adpool."):
             key = "head.pool." + key.removeprefix("adpool.")
         elif key.startswith("fc."):
@@ -156,7 +159,7 @@ def load_dirtorch(path, whitening: str | None = "Landmarks_clean", whitening_pow
         else:
             key = "backbone." + key
         weights[key] = value
-    dim = None if options.get("without_fc", False) else int(options.get("out_dim", 2048))
+    dim = None if without_fc else int(options.get("out_dim", 2048))
     model = _build(arch, DIRTORCH_POOLINGS[pooling], float(options.get("gemp", 3)), dim,
                    bool(options.get("norm_features", False)))
     _load_weights(model, weights, path)

@@ -64,8 +64,9 @@ def old_sklearn_pca(fitted: PCA, monkeypatch):
 
 def write_dirtorch(path, net, p, fc, options, pca, legacy):
     state = {f"module.{k}": v for k, v in net.state_dict().items() if not k.startswith("fc.")}
-    state |= {"module.adpool.p": torch.tensor([p]), "module.fc.weight": fc.weight.detach(),
-              "module.fc.bias": fc.bias.detach()}
+    state |= {"module.fc.weight": fc.weight.detach(), "module.fc.bias": fc.bias.detach()}
+    if p is not None:  # GeneralizedMeanPoolingP's exponent; MAC ("max") has no parameter
+        state["module.adpool.p"] = torch.tensor([p])
     checkpoint = {"model_options": options, "state_dict": state, "current_iter": 296,
                   "preprocess": {"mean": MEAN, "std": STD, "input_size": 224},
                   "pca": {"Landmarks_clean": pca}}
@@ -73,23 +74,28 @@ def write_dirtorch(path, net, p, fc, options, pca, legacy):
 
 
 def dirtorch_reference(net, p, fc, norm_features, pca, power, x):
-    """ResNet_RMAC.forward (GeM, optional L2, fc, L2) then whiten_features (PCA with power, L2), in float64."""
-    pooled = gem(feature_map(net, x), p)
+    """ResNet_RMAC.forward (GeM, or MAC when ``p`` is None; optional L2; fc unless ``fc`` is None; L2) then
+    whiten_features (PCA with power, L2), in float64."""
+    maps = feature_map(net, x)
+    pooled = maps.double().amax(dim=(-2, -1)) if p is None else gem(maps, p)
     if norm_features:
         pooled = F.normalize(pooled, dim=1)
-    desc = F.normalize(pooled @ fc.weight.double().T + fc.bias.double(), dim=1).numpy()
+    desc = F.normalize(pooled if fc is None else pooled @ fc.weight.double().T + fc.bias.double(), dim=1).numpy()
     white = (desc - pca.mean_) @ pca.components_.T / pca.explained_variance_ ** power
     return white / np.linalg.norm(white, axis=1, keepdims=True)
 
 
-@pytest.mark.parametrize("legacy, norm_features, old_pickle", [(True, False, True), (False, True, False)],
-                         ids=["legacy-format-sklearn-0.20", "zip-format-current-sklearn"])
-def test_a_deep_image_retrieval_checkpoint_gives_the_authors_descriptors(tmp_path, monkeypatch, legacy,
-                                                                         norm_features, old_pickle):
-    net, fc, p = random_resnet18(0), torch.nn.Linear(512, DIM), 2.6
-    fitted = PCA(whiten=True).fit(np.random.default_rng(0).standard_normal((200, DIM)))
-    options = {"arch": "resnet18_rmac", "out_dim": DIM, "pooling": "gem", "gemp": 3, "norm_features": norm_features,
-               "dropout_p": None}
+@pytest.mark.parametrize("legacy, norm_features, old_pickle, pooling, without_fc", [
+    (True, False, True, "gem", False), (False, True, False, "gem", False), (False, False, False, "max", False),
+    (False, False, False, "gem", True)],
+    ids=["legacy-format-sklearn-0.20", "zip-format-current-sklearn-norm-features", "mac", "without-fc"])
+def test_a_deep_image_retrieval_checkpoint_gives_the_authors_descriptors(tmp_path, monkeypatch, legacy, norm_features,
+                                                                         old_pickle, pooling, without_fc):
+    net, fc, p = random_resnet18(0), torch.nn.Linear(512, DIM), 2.6 if pooling == "gem" else None
+    dim = 512 if without_fc else DIM
+    fitted = PCA(whiten=True).fit(np.random.default_rng(0).standard_normal((600, dim)))
+    options = {"arch": "resnet18_rmac", "out_dim": DIM, "pooling": pooling, "gemp": 3, "norm_features": norm_features,
+               "dropout_p": None, "without_fc": without_fc}
     path = tmp_path / "Resnet18-AP-GeM.pt"
     write_dirtorch(path, net, p, fc, options, old_sklearn_pca(fitted, monkeypatch) if old_pickle else fitted, legacy)
     monkeypatch.delitem(sys.modules, "sklearn.decomposition.pca", raising=False)
@@ -99,7 +105,7 @@ def test_a_deep_image_retrieval_checkpoint_gives_the_authors_descriptors(tmp_pat
     x = images()
     with torch.no_grad():
         got = loaded.model.embed(x)
-        expected = dirtorch_reference(net, p, fc, norm_features, fitted, 0.25, x)
+        expected = dirtorch_reference(net, p, None if without_fc else fc, norm_features, fitted, 0.25, x)
     np.testing.assert_allclose(got.numpy(), expected, atol=1e-5)
 
 
