@@ -1,4 +1,4 @@
-"""Command line: ``python -m retrieval {train,evaluate,table,data,bench} ...``."""
+"""Command line: ``python -m retrieval {train,evaluate,table,data,zoo,bench} ...``."""
 from __future__ import annotations
 
 import argparse
@@ -71,6 +71,11 @@ def parser() -> argparse.ArgumentParser:
     data.add_argument("action", choices=["verify"])
     data.add_argument("rest", nargs=argparse.REMAINDER)
     data.set_defaults(run=lambda args: _delegate(f"retrieval.data.{args.action}")(args))
+
+    zoo = sub.add_parser("zoo", help="released networks: zoo list | zoo evaluate NAME --weights FILE ...",
+                         add_help=False)
+    zoo.add_argument("rest", nargs=argparse.REMAINDER)
+    zoo.set_defaults(run=_delegate("retrieval.zoo.evaluate"))
 
     bench = sub.add_parser("bench", help=f"benchmarks: {', '.join(BENCHMARKS)}", add_help=False)
     bench.add_argument("name", choices=BENCHMARKS)

@@ -129,6 +129,8 @@ class EvalConfig:
     every: int = 1
     batch_size: int = 128
     scales: list[float] = field(default_factory=lambda: [1.0])
+    scale_power: float = 1.0  # generalized mean over scales (retrieval.evaluation.postprocess.aggregate_scales)
+    scale_antialias: bool = True  # antialiased downscaling; cnnimageretrieval-pytorch's multi-scale has none
 
 
 @dataclass

@@ -60,7 +60,8 @@ def sharded_features(model, split: Split, cfg: Config, device, progress: bool, t
     images = ImageDataset(shard, build_transform(cfg.data.test_transform), crop_boxes=cfg.data.crop_boxes,
                           bad_images="skip")  # extract_features then names every unreadable image, drops none
     features = extract_features(model, images, batch_size=cfg.eval.batch_size, device=device,
-                                num_workers=cfg.data.num_workers, scales=tuple(cfg.eval.scales), progress=progress)
+                                num_workers=cfg.data.num_workers, scales=tuple(cfg.eval.scales), progress=progress,
+                                scale_power=cfg.eval.scale_power, antialias=cfg.eval.scale_antialias)
     return gather_features(features.to(device), len(split), topology).cpu()
 
 

@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from retrieval.data.images import ImageLoadError, UnreadableImagesError
 from retrieval.data.loading import Batch, ImageDataset, collate_skipping
+from retrieval.evaluation.postprocess import aggregate_scales
 
 
 def collate_by_size(items) -> tuple[list[Batch], list[int]]:
@@ -30,38 +31,37 @@ def collate_by_size(items) -> tuple[list[Batch], list[int]]:
 
 
 def embed_multiscale(model, images: torch.Tensor, scales: Sequence[float] = (1.0,),
-                     scale_power: float = 1.0) -> torch.Tensor:
-    """``model.embed`` of the images resized (bilinear, antialiased) by each scale, combined as a
-    generalized mean ``(mean_s e_s^p)^(1/p)`` with ``p = scale_power`` and L2-normalised.
+                     scale_power: float = 1.0, antialias: bool = True) -> torch.Tensor:
+    """The model's descriptors of the images resized (bilinear; antialiased unless ``antialias=False``,
+    as cnnimageretrieval-pytorch resizes) by each scale, combined by
+    :func:`~retrieval.evaluation.postprocess.aggregate_scales` with ``power = scale_power``.
 
-    ``p = 1`` (the default) averages; ``p`` > 1 (e.g. a learned GeM exponent, as cirtorch's
-    multi-scale evaluation does) needs non-negative descriptors, so whitened or projected
-    descriptors with negative entries are refused.
+    A model's whitening is applied once, to the combined descriptor, as both landmark model zoos do
+    (cnnimageretrieval-pytorch whitens its multi-scale vector; deep-image-retrieval pools its
+    transforms, then whitens).
     """
     if tuple(scales) == (1.0,):
         return model.embed(images).float()
-    total = 0.0
-    for scale in scales:
-        resized = images if scale == 1.0 else F.interpolate(images, scale_factor=scale, mode="bilinear",
-                                                             align_corners=False, antialias=True)
-        embedding = model.embed(resized).float()
-        if scale_power != 1.0 and bool((embedding < 0).any()):
-            raise ValueError(f"multi-scale aggregation with scale_power={scale_power} needs non-negative "
-                             "descriptors, but these have negative entries; use scale_power=1")
-        total = total + embedding.pow(scale_power)
-    return F.normalize((total / len(scales)).pow(1.0 / scale_power), dim=-1)
+    whitening = getattr(model, "whitening", None)
+    embed = model.embed if whitening is None else (lambda x: model(x)["embedding"])
+    descriptors = [embed(images if scale == 1.0 else F.interpolate(images, scale_factor=scale, mode="bilinear",
+                                                                   align_corners=False, antialias=antialias)).float()
+                   for scale in scales]
+    combined = aggregate_scales(descriptors, scale_power)
+    return combined if whitening is None else whitening(combined).float()
 
 
 def extract_features(model, dataset: ImageDataset, batch_size: int = 64, device: str | torch.device = "cpu",
                      num_workers: int = 0, scales: Sequence[float] = (1.0,), progress: bool = True,
-                     amp: bool = False, scale_power: float = 1.0) -> torch.Tensor:
+                     amp: bool = False, scale_power: float = 1.0, antialias: bool = True) -> torch.Tensor:
     """(N, D) float32 descriptors ``model.embed`` gives the N items of ``dataset``, row i = item i.
 
     The model is moved to ``device`` and run in eval mode without autograd (its previous mode
-    is restored after). ``scales``: see :func:`embed_multiscale`. ``amp``: run the model under
-    autocast (float16 on CUDA, bfloat16 on CPU). An image that could not be read (a dataset
-    built with ``bad_images="skip"``) is an :class:`~retrieval.data.images.UnreadableImagesError`
-    naming every such image with its reason: evaluation never silently drops an item.
+    is restored after). ``scales``, ``scale_power``, ``antialias``: see :func:`embed_multiscale`.
+    ``amp``: run the model under autocast (float16 on CUDA, bfloat16 on CPU). An image that could
+    not be read (a dataset built with ``bad_images="skip"``) is an
+    :class:`~retrieval.data.images.UnreadableImagesError` naming every such image with its reason:
+    evaluation never silently drops an item.
     """
     device = torch.device(device)
     if len(dataset) == 0:
@@ -79,7 +79,7 @@ def extract_features(model, dataset: ImageDataset, batch_size: int = 64, device:
                 skipped += unreadable
                 for batch in batches:
                     embedding = embed_multiscale(model, batch.images.to(device, non_blocking=True), scales,
-                                                 scale_power)
+                                                 scale_power, antialias)
                     if features is None:
                         features = torch.empty(len(dataset), embedding.shape[1])
                     features[batch.indices] = embedding.cpu()

@@ -14,6 +14,7 @@ import torch
 from retrieval.data.split import GALLERY, QUERY, Split
 from retrieval.evaluation.knn import DEFAULT_BLOCK_SIZE, as_features, exact_scores
 from retrieval.evaluation.metrics import retrieval_metrics
+from retrieval.evaluation.postprocess import alpha_query_expansion
 from retrieval.evaluation.revisited import evaluate_revisited
 from retrieval.registry import Registry
 
@@ -128,8 +129,12 @@ def faces(features, split: Split, ks: Sequence[int] = (1,), min_instances: int =
 
 
 @PROTOCOLS.register("revisited")
-def revisited(features, split: Split, kappas: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
+def revisited(features, split: Split, kappas: Sequence[int] = (1, 5, 10), qe_k: int = 0,
+              qe_alpha: float = 0.0) -> dict[str, float]:
     """Revisited Oxford/Paris: queries (role "query", in gnd order) against the database (role "gallery").
+
+    ``qe_k`` > 0 expands each query by α-QE over its ``qe_k`` nearest database images with
+    ``alpha = qe_alpha`` (:func:`~retrieval.evaluation.postprocess.alpha_query_expansion`).
 
     ``split.extra["gnd"]`` holds the per-query ground truth, indexing the gallery items in split
     order. Keys are ``"<setup>/<metric>"``, e.g. ``"medium/map"``, ``"hard/mp@10"``.
@@ -138,6 +143,7 @@ def revisited(features, split: Split, kappas: Sequence[int] = (1, 5, 10)) -> dic
     query, database = role_indices(split)
     if "gnd" not in split.extra:
         raise ValueError(f"split {split.name!r} has no extra['gnd'] ground truth for the revisited protocol")
-    scores = exact_scores(features[torch.as_tensor(query)], features[torch.as_tensor(database)])
+    queries, database = features[torch.as_tensor(query)], features[torch.as_tensor(database)]
+    scores = exact_scores(alpha_query_expansion(queries, database, qe_k, qe_alpha), database)
     result = evaluate_revisited(scores, split.extra["gnd"], kappas)
     return {f"{setup}/{name}": value for setup, metrics in result.items() for name, value in metrics.items()}

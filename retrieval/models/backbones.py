@@ -84,7 +84,7 @@ def _resnet_factory(arch: str):
     return factory
 
 
-for _arch in ("resnet18", "resnet50", "resnet101"):
+for _arch in ("resnet18", "resnet50", "resnet101", "resnet152"):
     BACKBONES.register(_arch)(_resnet_factory(_arch))
 
 

@@ -22,6 +22,10 @@ HEADS: Registry = Registry("head")
 class EmbeddingHead(nn.Module):
     """Pooling, then an optional linear layer, then L2 normalisation.
 
+    ``normalize_pooled=True`` L2-normalises the pooled descriptor before the linear layer (the
+    learned-whitening layer of cnnimageretrieval-pytorch's ``-w`` networks, and the listwise AP
+    authors' ``norm_features`` option).
+
     Listwise AP's net is ``pooling="gem", pooling_args={"learn_p": True}, dim=2048``; Smooth-AP's
     is a pooling then ``dim=512``. ``dim=None`` leaves out the linear layer (off-the-shelf
     pooled descriptors). The linear layer is ``self.fc``, so an optimizer group can give it its
@@ -29,13 +33,17 @@ class EmbeddingHead(nn.Module):
     """
 
     def __init__(self, in_channels: int, num_classes: int = 0, pooling: str = "gem",
-                 pooling_args: dict | None = None, dim: int | None = None, bias: bool = True):
+                 pooling_args: dict | None = None, dim: int | None = None, bias: bool = True,
+                 normalize_pooled: bool = False):
         super().__init__()
         self.pool = POOLINGS.build(pooling, **(pooling_args or {}))
+        self.normalize_pooled = normalize_pooled
         self.fc = None if dim is None else nn.Linear(in_channels, dim, bias=bias)
 
     def forward(self, feature_map: torch.Tensor) -> dict[str, torch.Tensor]:
         x = self.pool(feature_map)
+        if self.normalize_pooled:
+            x = F.normalize(x, dim=-1)
         if self.fc is not None:
             x = self.fc(x)
         return {"embedding": F.normalize(x, dim=-1)}

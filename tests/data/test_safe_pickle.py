@@ -83,3 +83,51 @@ def test_instances_of_arbitrary_classes_are_refused():
 def test_a_truncated_pickle_is_named():
     with pytest.raises(pickle.UnpicklingError, match=r"gnd\.pkl is not a valid pickle"):
         safe_pickle.loads(pickle.dumps(PLAIN)[:40], source="gnd.pkl")
+
+
+def test_a_self_referencing_list_is_refused_by_name(tmp_path):
+    looped = []
+    looped.append(looped)
+    (tmp_path / "gnd_loop.pkl").write_bytes(pickle.dumps({"gnd": looped}))
+    with pytest.raises(UnsafePickleError, match=r"gnd_loop\.pkl: value\['gnd'\]\[0\] contains itself"):
+        safe_pickle.load(tmp_path / "gnd_loop.pkl")
+
+
+def shared_chain(levels: int) -> list:
+    """A list holding the level below twice, ``levels`` deep: ``levels`` objects, 2^levels paths."""
+    level: list = []
+    for _ in range(levels):
+        level = [level, level]
+    return level
+
+
+def test_a_shared_list_nested_40_levels_is_refused_at_once(tmp_path):
+    data = pickle.dumps(shared_chain(40), protocol=2)
+    assert len(data) < 600  # the size of the file that kept `data verify` busy for minutes
+    (tmp_path / "gnd_bomb.pkl").write_bytes(data)
+    with pytest.raises(UnsafePickleError, match=rf"gnd_bomb\.pkl: value(\[[01]\]){{{safe_pickle.MAX_DEPTH}}} nests "
+                                                rf"deeper than {safe_pickle.MAX_DEPTH} levels"):
+        safe_pickle.load(tmp_path / "gnd_bomb.pkl")
+
+
+def test_shared_objects_are_checked_once():
+    # 2^30 paths through 30 objects: a check that revisited shared objects would not end.
+    value = shared_chain(30)
+    assert safe_pickle.loads(pickle.dumps(value)) == value
+
+
+def test_a_chain_longer_than_the_cap_through_shared_objects_is_refused():
+    # Each list also sits directly in the root, so the first path that reaches it is short; the chain is long.
+    chain = [[]]
+    for _ in range(safe_pickle.MAX_DEPTH + 5):
+        chain.append([chain[-1]])
+    with pytest.raises(UnsafePickleError, match="nests deeper than"):
+        safe_pickle.loads(pickle.dumps(chain))
+    safe_pickle.check_plain(chain, max_depth=safe_pickle.MAX_DEPTH + 10)
+
+
+def test_the_number_of_objects_is_capped():
+    value = [[i] for i in range(100)]
+    safe_pickle.check_plain(value, max_objects=101)
+    with pytest.raises(UnsafePickleError, match="more than 100 containers"):
+        safe_pickle.check_plain(value, max_objects=100)
