@@ -122,10 +122,8 @@ def model_for(cfg: Config, num_classes: int, device) -> nn.Module:
     return model.to(memory_format=torch.channels_last) if cfg.train.channels_last else model
 
 
-def evaluate_checkpoint(cfg: Config, path: str | Path, progress: bool = True) -> dict[str, float]:
-    """Metrics of a saved model (a run's model.pt, best_model.pt or a training checkpoint) under ``cfg``."""
-    device = resolve_device(cfg.train.device)
-    saved = read_checkpoint(path, map_location=device)
+def load_trained_model(cfg: Config, saved: dict, device) -> nn.Module:
+    """The model ``cfg`` describes, with the weights of ``saved`` (a loaded model file or checkpoint), in eval mode."""
     state = saved.get("model", saved)
     num_classes = saved.get("num_classes")
     if num_classes is None:
@@ -133,7 +131,13 @@ def evaluate_checkpoint(cfg: Config, path: str | Path, progress: bool = True) ->
         num_classes = contiguous_labels(split)[1]
     model = model_for(cfg, num_classes, device)
     model.load_state_dict(state)
-    model.eval()
+    return model.eval()
+
+
+def evaluate_checkpoint(cfg: Config, path: str | Path, progress: bool = True) -> dict[str, float]:
+    """Metrics of a saved model (a run's model.pt, best_model.pt or a training checkpoint) under ``cfg``."""
+    device = resolve_device(cfg.train.device)
+    model = load_trained_model(cfg, read_checkpoint(path, map_location=device), device)
     return evaluate(model, cfg, device, progress=progress)
 
 

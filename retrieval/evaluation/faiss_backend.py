@@ -39,9 +39,10 @@ def drop_self(scores: torch.Tensor, indices: torch.Tensor, self_index: torch.Ten
 
 
 def faiss_knn(query: torch.Tensor, gallery: torch.Tensor, k: int, self_index: torch.Tensor | None,
-              block_size: int) -> Neighbours:
-    """Exact kNN with faiss, in query blocks of at most ``block_size`` results."""
-    index = flat_index(gallery)
+              block_size: int, index=None) -> Neighbours:
+    """Exact kNN with faiss, in query blocks of at most ``block_size`` results; ``index``: the
+    :func:`flat_index` of ``gallery`` when one was built already (built here otherwise)."""
+    index = flat_index(gallery) if index is None else index
     # One extra neighbour to see a tie across the cut, one more for the query itself.
     wanted = min(k + 1 + (self_index is not None), len(gallery))
     rows, _ = block_shape(len(query), wanted, block_size)
