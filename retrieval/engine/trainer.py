@@ -32,6 +32,7 @@ from retrieval.engine.distributed import (
 from retrieval.engine.evaluate import evaluate, pick_split, sharded_features, splits_of
 from retrieval.engine.optim import build_optimizer, build_schedule
 from retrieval.engine.run_dir import RunDir
+from retrieval.engine.run_log import EpochLog
 from retrieval.io import torch_save
 
 log = logging.getLogger(__name__)
@@ -167,6 +168,8 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(enabled=self.amp_dtype == torch.float16)
         self.sampler = self._sampler()
         self.store = CheckpointStore(self.run.path)
+        self.epoch_log = EpochLog(self.run.path, cfg.train.epochs, cfg.train.tensorboard) if self.topology.is_main \
+            else None
         self.state = {"epoch": 0, "batch": 0, "global_step": 0, "history": [], "skipped_images": 0,
                       "skipped_files": [], "skipped_batches": 0, "epoch_sums": {}, "best": None}
 
@@ -327,6 +330,7 @@ class Trainer:
         state["history"].append(row)
         if self.topology.is_main:
             self.run.write_log(state["history"])
+            self.epoch_log.write(row)
 
     def fit(self) -> dict:
         """Train (or resume) to the last epoch; return what goes into metrics.json."""
