@@ -210,3 +210,46 @@ def search_main(argv: list[str] | None = None) -> None:
                                for s, i in zip(scores, ids)])
         if rows:
             write_figure(rows, args.output, args.html, title=f"search in {args.index}")
+
+
+def table_row_figure(table_path: str | Path, row_name: str, png: str | Path, runs_root: str | Path = "runs/tables",
+                     work_dir: str | Path | None = None, **options) -> tuple[Retrievals, str]:
+    """The qualitative figure of a table row: from its full-scale run when there is one under ``runs_root``,
+    else from its demo-scale run, else from the demo-scale run trained now in ``work_dir`` (bundled data, a
+    few seconds). ``options`` go to :func:`qualitative_figure`. Returns the retrievals drawn and the scale
+    ("full" or "demo")."""
+    from retrieval.engine.trainer import train
+    from retrieval.tables.runner import resolve_config, slug
+    from retrieval.tables.spec import load_table
+
+    for demo in (False, True):
+        try:
+            source = table_run_dir(table_path, row_name, demo, runs_root)
+        except FileNotFoundError:
+            continue
+        return qualitative_figure(source, png, **options), "demo" if demo else "full"
+    if work_dir is None:
+        raise FileNotFoundError(f"row {row_name!r} of {table_path} has no trained run under {runs_root}")
+    table = load_table(table_path)
+    row = next(r for r in table.rows if r.name == row_name)
+    run = Path(work_dir) / slug(row.name)
+    train(resolve_config(table, row, demo=True), run, progress=False)
+    return qualitative_figure(run, png, **options), "demo"
+
+
+def paper_figure(paper: str, table: str, row: str, root: str | Path = ".", **options) -> tuple[Path, Retrievals, str]:
+    """The qualitative figure of a paper's table row (see :func:`table_row_figure`), written to
+    ``results/<paper>/qualitative.png`` at full scale or ``results/demo/<paper>/qualitative.png`` at demo
+    scale, under the repository ``root``. Returns that path, the retrievals drawn and the scale."""
+    import tempfile
+
+    from retrieval.io import write_bytes
+
+    root = Path(root)
+    with tempfile.TemporaryDirectory() as work:
+        drawn_png = Path(work) / "figure.png"
+        drawn, scale = table_row_figure(root / "experiments" / paper / f"{table}.yaml", row, drawn_png,
+                                        root / "runs" / "tables", work, **options)
+        target = root / "results" / ("demo" if scale == "demo" else "") / paper / "qualitative.png"
+        write_bytes(target, drawn_png.read_bytes())
+    return target, drawn, scale

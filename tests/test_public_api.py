@@ -56,3 +56,13 @@ def test_blocks_in_a_plain_training_loop():
     assert losses[-1] < losses[0]
     with torch.no_grad():
         assert 0 <= retrieval_metrics(net(images), labels, ks=(1,))["recall@1"] <= 1
+
+
+def test_the_api_page_example_runs(capsys):
+    import re
+    from pathlib import Path
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "api.md").read_text()
+    example = re.findall(r"```python\n(.*?)```", page, re.S)[0]
+    exec(compile(example, "docs/api.md", "exec"), {})
+    assert "recall@1" in capsys.readouterr().out

@@ -180,7 +180,7 @@ def draw_grid(rows: Sequence[Sequence[Cell]], thumb: int = 96) -> Image.Image:
             side = thumb + 2 * PAD
             draw.rectangle([x, y, x + side - 1, y + side - 1], outline=COLOURS[cell.mark], width=BORDER)
             canvas.paste(thumbnail(cell.image, thumb, cell.mark), (x + PAD, y + PAD))
-            draw.text((x + PAD, y + side), cell.caption[: max(4, thumb // 6)], fill=(0, 0, 0))
+            draw.text((x + PAD, y + side), cell.caption[: side // 6], fill=(0, 0, 0))  # about 6 pixels a letter
     return canvas
 
 
