@@ -36,7 +36,7 @@ def table_run_dir(table_path: str | Path, row_name: str, demo: bool, runs_root: 
     table = load_table(table_path)
     row = next((r for r in table.rows if r.name == row_name), None)
     if row is None:
-        raise TableError(f"{table_path} has no row {row_name!r}; its rows: {', '.join(table.row_names)}")
+        raise TableError(f"{table_path} has no row {row_name!r}; its rows: {', '.join(table.row_names())}")
     cfg = resolve_config(table, row, demo)
     run_dir = run_dir_for(runs_root, table, row, cfg, demo)
     if (run_dir / "model.pt").is_file():
@@ -179,6 +179,7 @@ def extract_main(argv: list[str] | None = None) -> None:
 
 
 def search_main(argv: list[str] | None = None) -> None:
+    from retrieval.config import config_hash
     from retrieval.data.images import load_image
     from retrieval.engine.saved_model import load_saved_model
     from retrieval.engine.search import FeatureIndex, query_features
@@ -198,6 +199,9 @@ def search_main(argv: list[str] | None = None) -> None:
     with user_errors():
         index = FeatureIndex.load(args.index, args.backend)
         saved = load_saved_model(args.model, args.config, args.overrides, args.device)
+        if index.config_hash not in (None, config_hash(saved.cfg)):
+            print(f"warning: {args.index} was extracted under another config than {saved.path}'s; the query and "
+                  "index descriptors may not be comparable", file=sys.stderr)
         found = index.search(query_features(saved, args.query), args.top_k)
         rows = []
         for query, scores, ids in zip(args.query, found.scores.tolist(), found.indices.tolist()):

@@ -30,6 +30,7 @@ class FeatureIndex:
         if len(self.paths) != len(self.features):
             raise ValueError(f"{len(self.features)} feature rows but {len(self.paths)} paths")
         self.backend, self.block_size = backend, block_size
+        self.config_hash: str | None = None  # of the model config that extracted the features, when known
         self._faiss = None
         if backend == "faiss":
             from retrieval.evaluation.faiss_backend import flat_index
@@ -44,7 +45,9 @@ class FeatureIndex:
             raise FileNotFoundError(f"no index file {path}; write one with python -m retrieval extract")
         try:
             with np.load(path) as data:
-                return cls(data["features"], data["paths"].tolist(), backend=backend)
+                index = cls(data["features"], data["paths"].tolist(), backend=backend)
+                index.config_hash = str(data["config_hash"]) if "config_hash" in data else None
+                return index
         except (KeyError, ValueError, OSError) as error:
             raise ValueError(f"{path} is not an index written by python -m retrieval extract: {error}") from None
 

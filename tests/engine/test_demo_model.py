@@ -112,6 +112,11 @@ def test_search_finds_the_query_then_its_class_mates(demo_run, tmp_path, capsys)
         assert data["skipped"].tolist() == [str(mine / "broken.png")]
         assert sorted(data["paths"].tolist()) == sorted(str(mine / p.parent.name / p.name) for p in chosen)
 
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit) as stopped:
+        cli(["extract", str(demo_run), "--images", str(tmp_path / "empty"), "--output", str(tmp_path / "e.npz")])
+    assert stopped.value.code == 1 and f"no images under folder {tmp_path / 'empty'}" in capsys.readouterr().err
+
     for label in (0, 1, 2):
         query = sorted((mine / str(label)).glob("*.png"))[0]
         for backend in ("torch", "faiss"):
