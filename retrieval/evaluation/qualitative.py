@@ -106,7 +106,9 @@ def rank_revisited(features, split: Split, k: int, setup: str = "medium") -> Ret
 def rank_split(features, split: Split, protocol: str = "leave_one_out", k: int = 8,
                setup: str = "medium") -> Retrievals:
     """Top-k retrievals of every query of ``split`` (features (N, D), row i = item i) as ``protocol`` defines
-    queries and relevance (see :data:`QUERY_GALLERY_PROTOCOLS`)."""
+    queries and relevance (see :data:`QUERY_GALLERY_PROTOCOLS`). Other protocols rank every item against all the
+    others by label, as ``leave_one_out`` does: VehicleID's "all" gallery, and the faces protocol item by item
+    (not its per-video group means)."""
     if k < 1:
         raise ValueError(f"k must be at least 1; got {k}")
     if protocol == "revisited":
