@@ -79,6 +79,7 @@ def test_qualitative_grid_shows_the_best_queries_and_their_ranking(demo_run, tmp
             assert tuple(figure[y + 1, x + 1]) == COLOURS[mark], (row, column)
             assert np.array_equal(cell_digit(figure, row, column), images[item][..., 0]), (row, column, item)
     page = (tmp_path / "grid.html").read_text()
+    assert page.count("src='data:image/png;base64,") == 3 * 6 and "http" not in page  # self-contained
     assert page.count("<img class='correct'") + page.count("<img class='wrong'") == 3 * 5
     assert page.count("<img class='correct'") == int(relevant[best, :5].sum())
 
