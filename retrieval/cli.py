@@ -1,4 +1,4 @@
-"""Command line: ``python -m retrieval {train,evaluate,table,data,zoo,bench} ...``."""
+"""Command line: ``python -m retrieval {train,evaluate,table,data,zoo,bench,qualitative,extract,search} ...``."""
 from __future__ import annotations
 
 import argparse
@@ -9,6 +9,10 @@ import sys
 from pathlib import Path
 
 BENCHMARKS = ("losses", "knn", "multistage", "train")
+#: Subcommands of retrieval.use (a trained model on its evaluation data or on your own images).
+USE_COMMANDS = {"qualitative": "draw queries and their top-k retrievals (PNG, HTML)",
+                "extract": "descriptors of a folder of images, with their paths, in one .npz",
+                "search": "the indexed images nearest to query images"}
 
 
 def _train(args) -> None:
@@ -23,11 +27,18 @@ def _train(args) -> None:
 
 
 def _evaluate(args) -> None:
-    from retrieval.config import load_config
+    from retrieval.config import ConfigError, load_config
+    from retrieval.engine.saved_model import model_file, run_config
     from retrieval.engine.trainer import evaluate_checkpoint
 
-    cfg = load_config(args.config, args.overrides)
-    metrics = evaluate_checkpoint(cfg, args.checkpoint, progress=not args.quiet)
+    if Path(args.config).is_dir():  # a run directory: its own config (unless --config) and model.pt
+        cfg = run_config(args.config, args.config_file, args.overrides)
+        checkpoint = args.checkpoint or model_file(args.config)
+    elif args.checkpoint is None:
+        raise ConfigError(f"{args.config} is a config file, so --checkpoint is needed (or give a run directory)")
+    else:
+        cfg, checkpoint = load_config(args.config, args.overrides), args.checkpoint
+    metrics = evaluate_checkpoint(cfg, checkpoint, progress=not args.quiet)
     text = json.dumps(metrics, indent=2, sort_keys=True)
     if args.output:
         from retrieval.io import write_text
@@ -36,10 +47,10 @@ def _evaluate(args) -> None:
     print(text)
 
 
-def _delegate(module: str):
-    """A subcommand whose arguments the named module's ``main(argv)`` parses itself."""
+def _delegate(module: str, function: str = "main"):
+    """A subcommand whose arguments the named module's ``main(argv)`` (or ``function``) parses itself."""
     def run(args) -> None:
-        importlib.import_module(module).main(args.rest)
+        getattr(importlib.import_module(module), function)(args.rest)
 
     return run
 
@@ -55,10 +66,11 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument("--quiet", action="store_true", help="no progress bars")
     train.set_defaults(run=_train)
 
-    evaluate = sub.add_parser("evaluate", help="evaluate a checkpoint or a run's model.pt")
-    evaluate.add_argument("config")
+    evaluate = sub.add_parser("evaluate", help="evaluate a run directory, or a config with --checkpoint")
+    evaluate.add_argument("config", help="a run directory (its config.yaml and model.pt) or a config file")
     evaluate.add_argument("overrides", nargs="*")
-    evaluate.add_argument("--checkpoint", required=True)
+    evaluate.add_argument("--checkpoint", help="model file (default for a run directory: its model.pt)")
+    evaluate.add_argument("--config", dest="config_file", help="with a run directory: use this config instead")
     evaluate.add_argument("--output", help="also write the metrics to this JSON file")
     evaluate.add_argument("--quiet", action="store_true")
     evaluate.set_defaults(run=_evaluate)
@@ -67,8 +79,9 @@ def parser() -> argparse.ArgumentParser:
     table.add_argument("rest", nargs=argparse.REMAINDER)
     table.set_defaults(run=_delegate("retrieval.tables"))
 
-    data = sub.add_parser("data", help="dataset tools: data verify NAME --root DIR", add_help=False)
-    data.add_argument("action", choices=["verify"])
+    data = sub.add_parser("data", help="dataset tools: data verify NAME --root DIR; data export digits --output DIR",
+                          add_help=False)
+    data.add_argument("action", choices=["verify", "export"])
     data.add_argument("rest", nargs=argparse.REMAINDER)
     data.set_defaults(run=lambda args: _delegate(f"retrieval.data.{args.action}")(args))
 
@@ -81,6 +94,11 @@ def parser() -> argparse.ArgumentParser:
     bench.add_argument("name", choices=BENCHMARKS)
     bench.add_argument("rest", nargs=argparse.REMAINDER)
     bench.set_defaults(run=lambda args: _delegate(f"benchmarks.{args.name}")(args))
+
+    for name, help_text in USE_COMMANDS.items():
+        use = sub.add_parser(name, help=help_text, add_help=False)
+        use.add_argument("rest", nargs=argparse.REMAINDER)
+        use.set_defaults(run=_delegate("retrieval.use", f"{name}_main"))
     return top
 
 
@@ -95,8 +113,8 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["table"] and argv[1:2] != ["--"]:  # REMAINDER refuses a first argument like an option
-        argv = ["table", "--", *argv[1:]]
+    if argv[:1] and argv[0] in ("table", *USE_COMMANDS) and argv[1:2] != ["--"]:
+        argv = [argv[0], "--", *argv[1:]]  # REMAINDER refuses a first argument like an option
     top = parser()
     args, extra = top.parse_known_args(argv)
     # Overrides may follow options (``--output DIR key=value``), which argparse leaves over.

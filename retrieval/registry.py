@@ -18,6 +18,9 @@ def closest(name: str, choices) -> str:
 
 
 class Registry(Generic[T]):
+    """Factories by name: ``@R.register("name")`` adds one, ``R.get(name)`` returns it, ``R.build(name, **args)``
+    calls it; an unknown name is a KeyError listing the known ones and the closest."""
+
     def __init__(self, kind: str):
         self.kind = kind
         self._items: dict[str, T] = {}

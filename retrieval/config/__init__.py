@@ -64,7 +64,15 @@ def dump_config(cfg: Config) -> str:
     return yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
 
 
+#: Keys that change only what a run shows a person, not its results: left out of :func:`config_hash`, so that
+#: turning them on does not make committed results stale.
+NOT_HASHED = (("train", "tensorboard"),)
+
+
 def config_hash(cfg: Config) -> str:
-    """A short stable digest of the fully resolved config (keys results of table rows)."""
-    text = json.dumps(config_to_dict(cfg), sort_keys=True)
+    """A short stable digest of the fully resolved config (keys results of table rows), less :data:`NOT_HASHED`."""
+    data = config_to_dict(cfg)
+    for section, key in NOT_HASHED:
+        data[section].pop(key, None)
+    text = json.dumps(data, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]

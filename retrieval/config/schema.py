@@ -90,7 +90,8 @@ class ScheduleConfig:
 @dataclass
 class TrainConfig:
     """``select``: "last" epoch (default) or "best" on the evaluation metric ``select_metric``
-    (what some authors' code did; reported as such in metrics.json)."""
+    (what some authors' code did; reported as such in metrics.json). ``tensorboard``: also write
+    TensorBoard event files to the run's ``tensorboard/`` folder (needs the tensorboard package)."""
 
     epochs: int = 10
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
@@ -105,10 +106,16 @@ class TrainConfig:
     device: str = "auto"
     select: Literal["last", "best"] = "last"
     select_metric: str = "map"
+    tensorboard: bool = False
 
     def validate(self, key, where):
+        from retrieval.engine.run_log import tensorboard_available
+
         if self.epochs < 0:
             raise ConfigError(f"{where(key + '.epochs')}: epochs must be >= 0")
+        if self.tensorboard and not tensorboard_available():
+            raise ConfigError(f"{where(key + '.tensorboard')}: train.tensorboard=true needs the tensorboard package, "
+                              "which is not installed; pip install tensorboard, or set train.tensorboard=false")
 
 
 @dataclass

@@ -43,6 +43,7 @@ class LongerSideAtMost:
 
 
 def build_transform(cfg: TransformConfig) -> T.Compose:
+    """PIL image -> normalised (3, H, W) float tensor, the steps of ``cfg`` in the order its fields list them."""
     steps = []
     if cfg.max_size is not None:
         steps.append(LongerSideAtMost(cfg.max_size))

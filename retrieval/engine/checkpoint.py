@@ -35,13 +35,18 @@ def digest_path(path: str | Path) -> Path:
     return Path(path).with_suffix(".sha256")
 
 
+def write_digest(path: str | Path) -> Path:
+    """Write the SHA-256 of the whole, already written file ``path`` beside it, atomically."""
+    path = Path(path)
+    write_text(digest_path(path), _digest(path) + "\n")
+    return path
+
+
 def save_verified(obj, path: str | Path) -> Path:
     """``torch.save`` ``obj`` to ``path`` atomically, then its digest: a kill between the two leaves a
     file without digest, which is refused, never a file that is trusted but incomplete."""
-    path = Path(path)
     torch_save(obj, path)
-    write_text(digest_path(path), _digest(path) + "\n")
-    return path
+    return write_digest(path)
 
 
 def digest_problem(path: str | Path) -> str | None:

@@ -32,6 +32,7 @@ from retrieval.engine.distributed import (
 from retrieval.engine.evaluate import evaluate, pick_split, sharded_features, splits_of
 from retrieval.engine.optim import build_optimizer, build_schedule
 from retrieval.engine.run_dir import RunDir
+from retrieval.engine.run_log import EpochLog
 
 log = logging.getLogger(__name__)
 FINAL_MODEL, BEST_MODEL = "model.pt", "best_model.pt"
@@ -121,10 +122,8 @@ def model_for(cfg: Config, num_classes: int, device) -> nn.Module:
     return model.to(memory_format=torch.channels_last) if cfg.train.channels_last else model
 
 
-def evaluate_checkpoint(cfg: Config, path: str | Path, progress: bool = True) -> dict[str, float]:
-    """Metrics of a saved model (a run's model.pt, best_model.pt or a training checkpoint) under ``cfg``."""
-    device = resolve_device(cfg.train.device)
-    saved = read_checkpoint(path, map_location=device)
+def load_trained_model(cfg: Config, saved: dict, device) -> nn.Module:
+    """The model ``cfg`` describes, with the weights of ``saved`` (a loaded model file or checkpoint), in eval mode."""
     state = saved.get("model", saved)
     num_classes = saved.get("num_classes")
     if num_classes is None:
@@ -132,7 +131,13 @@ def evaluate_checkpoint(cfg: Config, path: str | Path, progress: bool = True) ->
         num_classes = contiguous_labels(split)[1]
     model = model_for(cfg, num_classes, device)
     model.load_state_dict(state)
-    model.eval()
+    return model.eval()
+
+
+def evaluate_checkpoint(cfg: Config, path: str | Path, progress: bool = True) -> dict[str, float]:
+    """Metrics of a saved model (a run's model.pt, best_model.pt or a training checkpoint) under ``cfg``."""
+    device = resolve_device(cfg.train.device)
+    model = load_trained_model(cfg, read_checkpoint(path, map_location=device), device)
     return evaluate(model, cfg, device, progress=progress)
 
 
@@ -162,6 +167,8 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(enabled=self.amp_dtype == torch.float16)
         self.sampler = self._sampler()
         self.store = CheckpointStore(self.run.path)
+        self.epoch_log = EpochLog(self.run.path, cfg.train.epochs, cfg.train.tensorboard) if self.topology.is_main \
+            else None
         self.state = {"epoch": 0, "batch": 0, "global_step": 0, "history": [], "skipped_images": 0,
                       "skipped_files": [], "skipped_batches": 0, "epoch_sums": {}, "best": None}
 
@@ -322,6 +329,7 @@ class Trainer:
         state["history"].append(row)
         if self.topology.is_main:
             self.run.write_log(state["history"])
+            self.epoch_log.write(row)
 
     def fit(self) -> dict:
         """Train (or resume) to the last epoch; return what goes into metrics.json."""

@@ -66,11 +66,12 @@ def candidates_in_order(query, gallery, index, wanted: int, self_index, block: s
 
 
 def faiss_knn(query: torch.Tensor, gallery: torch.Tensor, k: int, self_index: torch.Tensor | None,
-              block_size: int) -> Neighbours:
-    """Exact kNN of grid rows with faiss proposing candidates, in query blocks of bounded size."""
+              block_size: int, index=None) -> Neighbours:
+    """Exact kNN of grid rows with faiss proposing candidates, in query blocks of bounded size; ``index``:
+    the :func:`flat_index` of ``gallery`` when one was built already (built here otherwise)."""
     query, gallery = query.cpu(), gallery.cpu()
     self_index = None if self_index is None else self_index.cpu()
-    index = flat_index(gallery)
+    index = flat_index(gallery) if index is None else index
     wanted = min(k + EXTRA_CANDIDATES + (self_index is not None), len(gallery))
     slack = float32_error_bound(gallery.shape[1])
     rows, _ = block_shape(len(query), wanted, block_size)

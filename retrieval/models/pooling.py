@@ -35,12 +35,16 @@ def gem(x: torch.Tensor, p: float | torch.Tensor = 3.0, eps: float = 1e-6) -> to
 
 @POOLINGS.register("spoc")
 class SPoC(nn.Module):
+    """Sum-pooled convolutional features (Babenko & Lempitsky, ICCV 2015) as the mean: (B, C, H, W) -> (B, C)."""
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return spoc(x)
 
 
 @POOLINGS.register("mac")
 class MAC(nn.Module):
+    """Maximum activation of convolutions (Tolias et al., ICLR 2016): (B, C, H, W) -> (B, C)."""
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return mac(x)
 
