@@ -67,14 +67,19 @@ def parser() -> argparse.ArgumentParser:
     table.add_argument("rest", nargs=argparse.REMAINDER)
     table.set_defaults(run=_delegate("retrieval.tables"))
 
-    data = sub.add_parser("data", help="dataset tools: data verify NAME --root DIR", add_help=False)
-    data.add_argument("action", choices=["verify"])
-    data.add_argument("rest", nargs=argparse.REMAINDER)
+    # ``data verify --help`` and ``bench knn --help`` reach the delegate (REMAINDER takes them); ``data --help``
+    # and ``bench --help`` are answered here.
+    data = sub.add_parser("data", help="dataset tools: data verify NAME --root DIR",
+                          description="Dataset tools. `python -m retrieval data verify --help` lists verify's options.")
+    data.add_argument("action", choices=["verify"], help="verify: check a prepared dataset against the published "
+                                                          "statistics and decode its images")
+    data.add_argument("rest", nargs=argparse.REMAINDER, help="the action's arguments")
     data.set_defaults(run=lambda args: _delegate(f"retrieval.data.{args.action}")(args))
 
-    bench = sub.add_parser("bench", help=f"benchmarks: {', '.join(BENCHMARKS)}", add_help=False)
+    bench = sub.add_parser("bench", help=f"benchmarks: {', '.join(BENCHMARKS)}",
+                           description="Benchmarks. `python -m retrieval bench NAME --help` lists NAME's options.")
     bench.add_argument("name", choices=BENCHMARKS)
-    bench.add_argument("rest", nargs=argparse.REMAINDER)
+    bench.add_argument("rest", nargs=argparse.REMAINDER, help="the benchmark's arguments")
     bench.set_defaults(run=lambda args: _delegate(f"benchmarks.{args.name}")(args))
     return top
 
@@ -86,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     from retrieval.data.images import ImageLoadError
     from retrieval.data.safe_pickle import UnsafePickleError
     from retrieval.engine.checkpoint import CheckpointError
+    from retrieval.engine.run_dir import RunDirError
     from retrieval.engine.trainer import Interrupted, TrainingError
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -105,8 +111,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"config error: {error}", file=sys.stderr)
         return 2
     except (TrainingError, ImageLoadError, DatasetFormatError, UnsafePickleError, ChecksumError, CheckpointError,
-            FileNotFoundError, KeyError) as error:
+            FileNotFoundError, KeyError, RunDirError) as error:
         print(f"error: {error.args[0] if isinstance(error, KeyError) else error}", file=sys.stderr)
+        return 1
+    except OSError as error:  # a write that failed (disk full, read-only): one line, not a traceback
+        where = f": {error.filename}" if error.filename else ""
+        print(f"error: {error.strerror or error}{where}", file=sys.stderr)
         return 1
     except Interrupted as error:
         print(f"interrupted: {error}", file=sys.stderr)

@@ -61,10 +61,16 @@ def write_json(path, obj) -> None:
 
 
 def torch_save(obj, path) -> None:
+    """``torch.save`` through :func:`atomic_open`; a failed write raises its ``OSError`` (e.g. ENOSPC)."""
     import torch
 
     with atomic_open(path, "wb") as handle:
-        torch.save(obj, handle)
+        try:
+            torch.save(obj, handle)
+        except RuntimeError as error:  # torch's writer reports a failed write as "unexpected pos ..."
+            if isinstance(error.__context__, OSError):
+                raise error.__context__ from None
+            raise
 
 
 def csv_text(rows: Iterable[Mapping], columns: list[str]) -> str:

@@ -121,7 +121,10 @@ def parse_overrides(overrides) -> list[tuple[str, Any]]:
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key:
-            raise ConfigError(f"override {item!r} is not of the form key.sub=value")
+            raise ConfigError(f"override {item!r} (on {COMMAND_LINE}) is not of the form key.sub=value")
+        if "" in key.split("."):
+            raise ConfigError(f"override {item!r} (on {COMMAND_LINE}): the key {key!r} has an empty part; "
+                              "write dotted keys like train.epochs=3")
         try:
             pairs.append((key, yaml_value(raw)))
         except yaml.YAMLError as error:

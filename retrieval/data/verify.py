@@ -192,6 +192,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--option", type=_option, action="append", default=[], metavar="KEY=VALUE",
                         help="a dataset option (YAML value), e.g. --option distractors_root=DIR")
     args = parser.parse_args(argv)
+    if not os.path.isdir(args.root):
+        parser.error(f"--root {args.root} is not a folder; give the folder the preparation script wrote")
     try:
         report = verify(args.name, args.root, dict(args.option), decode=not args.quick, sample=args.sample,
                         workers=args.workers, max_names=args.max_names)

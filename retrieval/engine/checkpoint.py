@@ -57,8 +57,14 @@ class CheckpointStore:
 
     def save(self, state: dict, global_step: int) -> Path:
         path = self.dir / f"step-{global_step:09d}.pt"
-        torch_save(state, path)
-        write_text(path.with_suffix(".sha256"), _digest(path) + "\n")
+        try:
+            torch_save(state, path)
+            write_text(path.with_suffix(".sha256"), _digest(path) + "\n")
+        except OSError as error:
+            whole = [p.name for p in self.paths() if p != path and self.verify(p) is None]
+            raise OSError(error.errno, f"cannot write checkpoint {path}: {error.strerror}. The previous checkpoints "
+                          f"in {self.dir} are whole ({', '.join(whole) or 'none yet'}); free space and run the "
+                          "same command to resume") from None
         # A checkpoint newer than this one was rejected by the resume that led here: it is no fallback.
         older = [p for p in self.paths() if p <= path]
         for old in [p for p in self.paths() if p > path] + older[: -self.keep]:

@@ -14,7 +14,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from retrieval.config import Config, config_to_dict
+from retrieval.config import Config, ConfigError, config_to_dict
+from retrieval.config.diff import model_mismatch
 from retrieval.data.loading import ImageDataset, collate_skipping
 from retrieval.data.samplers import ClassBalancedBatchSampler, RandomBatchSampler
 from retrieval.data.split import Split
@@ -105,6 +106,13 @@ def stop_on_signals():
             signal.signal(s, h)
 
 
+def resume_position(state: dict, epochs: int) -> str:
+    """Where a checkpoint's ``state`` stands in a run of ``epochs`` epochs, e.g. "after epoch 3 of 3"."""
+    if state["batch"] == 0:
+        return f"after epoch {state['epoch']} of {epochs}" if state["epoch"] else "after the epoch-0 evaluation"
+    return f"epoch {state['epoch'] + 1} of {epochs}, after batch {state['batch']}"
+
+
 def embedding_dim(model: nn.Module, image_size: int, device) -> int:
     was_training = model.training
     model.eval()
@@ -132,7 +140,10 @@ def evaluate_checkpoint(cfg: Config, path: str | Path, progress: bool = True) ->
         split = pick_split(splits_of(cfg.data.dataset, cfg.data.root), cfg.data.train_split, cfg.data.dataset.name)
         num_classes = contiguous_labels(split)[1]
     model = model_for(cfg, num_classes, device)
-    model.load_state_dict(state)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:  # shapes or names differ: another model's weights
+        raise ConfigError(model_mismatch(cfg, saved.get("config"), path, error)) from None
     model.eval()
     return evaluate(model, cfg, device, progress=progress)
 
@@ -218,7 +229,7 @@ class Trainer:
         self.scaler.load_state_dict(saved["scaler"])
         torch.set_rng_state(saved["rng"].cpu())
         self.state = saved["state"]
-        log.warning("resuming from %s (epoch %d, batch %d)", path, self.state["epoch"] + 1, self.state["batch"])
+        log.warning("resuming from %s (%s)", path, resume_position(self.state, self.cfg.train.epochs))
         return True
 
     # ----------------------------------------------------------------- steps
@@ -404,6 +415,11 @@ def train(cfg: Config, run_dir: str | Path, progress: bool = True) -> dict:
     """
     topology, device = init_from_environment(cfg.train.device)
     run = RunDir(run_dir)
+    with run.owned() if topology.is_main else nullcontext():  # checked and locked before anything is written
+        return _train_in(cfg, run, topology, device, progress)
+
+
+def _train_in(cfg: Config, run: RunDir, topology: Topology, device: torch.device, progress: bool) -> dict:
     if topology.is_main:
         resumed = run.claim(cfg)
     barrier(topology)
@@ -413,7 +429,7 @@ def train(cfg: Config, run_dir: str | Path, progress: bool = True) -> dict:
         return finished
     if topology.is_main and resumed:
         log.warning("%s holds an unfinished run of this config; resuming it", run.path)
-    result = Trainer(cfg, run_dir, progress=progress, topology=topology, device=device).fit()
+    result = Trainer(cfg, run.path, progress=progress, topology=topology, device=device).fit()
     if topology.is_main:
         run.write_metrics(result)
     barrier(topology)
