@@ -56,7 +56,15 @@ def coerce(value, tp, key: str, where: Where):
     origin, args = get_origin(tp), get_args(tp)
     fail = ConfigError(f"{where(key)}: expected {describe(tp)}, got {value!r}")
     if origin is Annotated:
-        value = coerce(value, args[0], key, where)
+        inner = args[0]
+        try:
+            value = coerce(value, inner, key, where)
+        except constraints.ConstraintError:
+            raise
+        except ConfigError:
+            if get_origin(inner) in (*SEQUENCES, *MAPPINGS) or dataclasses.is_dataclass(inner):
+                raise  # names the item or key inside that is wrong
+            raise fail from None  # "expected an integer >= 1", not just "an integer"
         constraints.check(value, tp.__metadata__, key, where)
         return value
     if origin in (Union, types.UnionType):
