@@ -1,6 +1,8 @@
 """Checking each component's arguments against the signature of what it names."""
 from __future__ import annotations
 
+import inspect
+
 from retrieval.config.loader import ConfigError
 from retrieval.config.validate import check_arguments
 
@@ -11,6 +13,21 @@ def _check(registry, component, key, where, injected=()):
     except KeyError as error:
         raise ConfigError(f"{where(key + '.name')}: {error.args[0]}") from None
     component.args = check_arguments(factory, component.args, key + ".args", where, injected)
+    return factory
+
+
+def _try_building(factory, component, key, where, injected) -> None:
+    """Build a cheap component (a loss) once, so that a value its constructor refuses (a temperature <= 0,
+    ``simplified`` without ``tie_aware``) is a config error naming the key, not a traceback after config.yaml
+    is written. Components that need engine-supplied arguments (``num_classes``) are left to their declared
+    constraints."""
+    if set(inspect.signature(factory).parameters) & set(injected):
+        return
+    try:
+        factory(**component.args)
+    except (ValueError, TypeError) as error:
+        named = next((name for name in component.args if name in str(error)), None)
+        raise ConfigError(f"{where(f'{key}.args.{named}' if named else key + '.args')}: {error}") from None
 
 
 def check_components(cfg, where) -> None:
@@ -27,7 +44,8 @@ def check_components(cfg, where) -> None:
     if cfg.model.whitening is not None:
         _check(WHITENINGS, cfg.model.whitening, "model.whitening", where, ("features", "labels"))
     for name, term in cfg.losses.items():
-        _check(LOSSES, term, f"losses.{name}", where, ("num_classes", "embedding_dim"))
+        injected = ("num_classes", "embedding_dim")
+        _try_building(_check(LOSSES, term, f"losses.{name}", where, injected), term, f"losses.{name}", where, injected)
     for name, target in cfg.eval.targets.items():
         if target.dataset is not None:
             _check(DATASETS, target.dataset, f"eval.targets.{name}.dataset", where, ("root",))

@@ -42,6 +42,12 @@ BAD_VALUES = [
     ("model.head={name: cgd, args: {descriptors: SGS}}", "model.head.args.descriptors", "one of 'S', 'M', 'G'"),
     ("model.head={name: cgd, args: {dim: 0}}", "model.head.args.dim", "must be >= 1"),
     ("train.device=cdua", "train.device", "'cdua' is not a device name; accepted: 'auto', 'cpu'"),
+    # loss arguments: the loss is built once at validation, its refusal mapped to the key
+    ("losses.ranking.args.temperature=-1", "losses.ranking.args.temperature", "temperature must be > 0"),
+    ("losses.ranking={name: fastap, args: {num_bins: 0}}", "losses.ranking.args.num_bins",
+     "num_bins must be a positive integer"),
+    ("losses.ranking={name: quantized_ap, args: {simplified: true}}", "losses.ranking.args.simplified",
+     "set tie_aware=True as well"),
 ]
 
 
