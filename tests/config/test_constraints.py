@@ -34,6 +34,9 @@ BAD_VALUES = [
     ("train.schedule.milestones=[0]", "train.schedule.milestones.0", "must be >= 1"),
     ("train.schedule.gamma=0", "train.schedule.gamma", "must be > 0"),
     ("train.multistage_chunk=0", "train.multistage_chunk", "must be >= 1"),
+    ("data.train_transform.crop=0", "data.train_transform.crop", "must be >= 1"),
+    ("data.test_transform.resize=[0, 4]", "data.test_transform.resize.0", "must be >= 1"),
+    ("data.test_transform.std=[0.2, 0, 0.2]", "data.test_transform.std.1", "must be > 0"),
     # component arguments: declared on the registered component's own signature
     ("model.head.args.dim=-5", "model.head.args.dim", "must be >= 1"),
     ("model.head.args.pooling=gme", "model.head.args.pooling", "unknown pooling 'gme'; known: gem, mac, spoc. "
