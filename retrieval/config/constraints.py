@@ -53,7 +53,7 @@ class Range(Constraint):
 class NonEmpty(Constraint):
     """A list or mapping with at least one item."""
 
-    accepts = "not empty"
+    accepts = "(not empty)"
 
     def problem(self, value) -> str | None:
         return None if len(value) else f"must not be empty, got {value!r}"
@@ -67,7 +67,7 @@ class OneOf(Constraint):
 
     @property
     def accepts(self) -> str:
-        return f"a registered {self.registry.kind}"
+        return f"naming a registered {self.registry.kind}"
 
     def problem(self, value) -> str | None:
         if value in self.registry:
@@ -94,7 +94,8 @@ class ArgumentsOf(Constraint):
 class DeviceName(Constraint):
     """``auto``, or a torch device this machine has (``cpu``, ``cuda``, ``cuda:1``, ``mps``)."""
 
-    accepts = "'auto', 'cpu', or a device this machine has ('cuda', 'cuda:N', 'mps')"
+    names = "'auto', 'cpu', or a device this machine has ('cuda', 'cuda:N', 'mps')"
+    accepts = f"naming {names}"
 
     def problem(self, value) -> str | None:
         import torch
@@ -104,7 +105,7 @@ class DeviceName(Constraint):
         try:
             device = torch.device(value)
         except RuntimeError:
-            return f"{value!r} is not a device name; accepted: {self.accepts}"
+            return f"{value!r} is not a device name; accepted: {self.names}"
         if device.type == "cuda":
             if not torch.cuda.is_available():
                 return f"{value!r}: CUDA is not available on this machine; accepted here: 'auto' or 'cpu'"
@@ -114,7 +115,7 @@ class DeviceName(Constraint):
         elif device.type == "mps" and not torch.backends.mps.is_available():
             return f"{value!r}: MPS is not available on this machine; accepted here: 'auto' or 'cpu'"
         elif device.type not in ("cpu", "cuda", "mps"):
-            return f"device type {device.type!r} is not supported; accepted: {self.accepts}"
+            return f"device type {device.type!r} is not supported; accepted: {self.names}"
         return None
 
 
