@@ -30,7 +30,7 @@ def run(argv, capsys) -> tuple[int, str, str]:
     return code, out.out, out.err
 
 
-@pytest.mark.parametrize(("override", "message"), [
+BAD_VALUES = [
     ("train.grad_clip=-1", "'train.grad_clip' (set in the command line): must be > 0, got -1.0"),
     ("train.optimizer.lr=-1", "'train.optimizer.lr' (set in the command line): must be > 0, got -1.0"),
     ("eval.scales=[]", "'eval.scales' (set in the command line): must not be empty, got []"),
@@ -41,7 +41,10 @@ def run(argv, capsys) -> tuple[int, str, str]:
                                     "known: gem, mac, spoc. Did you mean 'gem'?"),
     ("train.device=cdua", "'train.device' (set in the command line): 'cdua' is not a device name"),
     ("train..epochs=3", "override 'train..epochs=3' (on the command line): the key 'train..epochs' has an empty"),
-])
+]
+
+
+@pytest.mark.parametrize(("override", "message"), BAD_VALUES, ids=[override for override, _ in BAD_VALUES])
 def test_a_bad_value_is_a_config_error_with_status_2_before_anything_is_written(override, message, tmp_path,
                                                                                  capsys):
     output = tmp_path / "run"
