@@ -44,6 +44,8 @@ BAD_VALUES = [
     ("model.head.args.pooling_args={p: -1}", "model.head.args.pooling_args.p", "must be > 0"),
     ("model.head={name: cgd, args: {descriptors: SGS}}", "model.head.args.descriptors", "one of 'S', 'M', 'G'"),
     ("model.head={name: cgd, args: {dim: 0}}", "model.head.args.dim", "must be >= 1"),
+    ("model.head={name: cgd, args: {descriptors: SMG, dim: 100}}", "model.head.args.dim",
+     "cgd dim=100 cannot be split evenly over 3 descriptors"),
     ("train.device=cdua", "train.device", "'cdua' is not a device name; accepted: 'auto', 'cpu'"),
     # loss arguments: the loss is built once at validation, its refusal mapped to the key
     ("losses.ranking.args.temperature=-1", "losses.ranking.args.temperature", "temperature must be > 0"),
