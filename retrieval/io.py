@@ -24,9 +24,11 @@ def atomic_open(path: str | os.PathLike, mode: str = "w"):
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(error, OSError) and error.errno and error.filename is None:  # a failed write: name the file
+            raise OSError(error.errno, error.strerror, str(path)) from None
         raise
     _fsync_dir(path.parent)
 

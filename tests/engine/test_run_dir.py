@@ -119,9 +119,9 @@ def test_the_lock_is_released_when_the_run_ends(tmp_path):
 
 
 @contextlib.contextmanager
-def filling_up(path, limit: int, original):
-    """``atomic_open`` whose handle raises ENOSPC once ``limit`` bytes of ``path`` are written."""
-    with original(path, "wb") as handle:
+def filling_up(path, limit: int, original, mode: str = "wb"):
+    """``atomic_open`` whose handle raises ENOSPC once ``limit`` bytes (or characters) of ``path`` are written."""
+    with original(path, mode) as handle:
         written = 0
 
         class Full:
@@ -158,6 +158,18 @@ def test_a_full_disk_while_checkpointing_says_so_and_keeps_the_previous_checkpoi
                           f"The previous checkpoints in {store.dir} are whole (step-000000000.pt)")
     assert "unexpected pos" not in err
     assert [p.name for p in store.paths()] == ["step-000000000.pt"] and store.verify(store.paths()[0]) is None
+
+
+def test_a_full_disk_while_writing_the_log_names_the_file_in_one_line(command, tmp_path, capsys, monkeypatch):
+    original = io_module.atomic_open
+
+    def atomic_open(path, mode="w"):
+        return filling_up(path, 0, original, mode) if Path(path).name == "log.csv" else original(path, mode)
+
+    monkeypatch.setattr(io_module, "atomic_open", atomic_open)
+    code, err = run(command(tmp_path / "run"), capsys)
+    assert code == 1
+    assert_one_clear_line(err, f"error: No space left on device: {tmp_path / 'run' / 'log.csv'}")
 
 
 @pytest.mark.parametrize(("state", "expected"), [
