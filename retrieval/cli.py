@@ -79,10 +79,14 @@ def parser() -> argparse.ArgumentParser:
     table.add_argument("rest", nargs=argparse.REMAINDER)
     table.set_defaults(run=_delegate("retrieval.tables"))
 
+    # ``data verify --help`` and ``bench knn --help`` reach the delegate (REMAINDER takes them); ``data --help``
+    # and ``bench --help`` are answered here.
     data = sub.add_parser("data", help="dataset tools: data verify NAME --root DIR; data export digits --output DIR",
-                          add_help=False)
-    data.add_argument("action", choices=["verify", "export"])
-    data.add_argument("rest", nargs=argparse.REMAINDER)
+                          description="Dataset tools. `python -m retrieval data ACTION --help` lists ACTION's options.")
+    data.add_argument("action", choices=["verify", "export"],
+                      help="verify: check a prepared dataset against the published statistics and decode its images; "
+                           "export: write a bundled dataset out as image files")
+    data.add_argument("rest", nargs=argparse.REMAINDER, help="the action's arguments")
     data.set_defaults(run=lambda args: _delegate(f"retrieval.data.{args.action}")(args))
 
     zoo = sub.add_parser("zoo", help="released networks: zoo list | zoo evaluate NAME --weights FILE ...",
@@ -90,9 +94,10 @@ def parser() -> argparse.ArgumentParser:
     zoo.add_argument("rest", nargs=argparse.REMAINDER)
     zoo.set_defaults(run=_delegate("retrieval.zoo.evaluate"))
 
-    bench = sub.add_parser("bench", help=f"benchmarks: {', '.join(BENCHMARKS)}", add_help=False)
+    bench = sub.add_parser("bench", help=f"benchmarks: {', '.join(BENCHMARKS)}",
+                           description="Benchmarks. `python -m retrieval bench NAME --help` lists NAME's options.")
     bench.add_argument("name", choices=BENCHMARKS)
-    bench.add_argument("rest", nargs=argparse.REMAINDER)
+    bench.add_argument("rest", nargs=argparse.REMAINDER, help="the benchmark's arguments")
     bench.set_defaults(run=lambda args: _delegate(f"benchmarks.{args.name}")(args))
 
     for name, help_text in USE_COMMANDS.items():
@@ -109,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     from retrieval.data.images import ImageLoadError
     from retrieval.data.safe_pickle import UnsafePickleError
     from retrieval.engine.checkpoint import CheckpointError
+    from retrieval.engine.run_dir import RunDirError
     from retrieval.engine.trainer import Interrupted, TrainingError
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -128,8 +134,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"config error: {error}", file=sys.stderr)
         return 2
     except (TrainingError, ImageLoadError, DatasetFormatError, UnsafePickleError, ChecksumError, CheckpointError,
-            FileNotFoundError, KeyError) as error:
+            FileNotFoundError, KeyError, RunDirError) as error:
         print(f"error: {error.args[0] if isinstance(error, KeyError) else error}", file=sys.stderr)
+        return 1
+    except OSError as error:  # a write that failed (disk full, read-only): one line, not a traceback
+        where = f": {error.filename}" if error.filename else ""
+        print(f"error: {error.strerror or error}{where}", file=sys.stderr)
         return 1
     except Interrupted as error:
         print(f"interrupted: {error}", file=sys.stderr)

@@ -24,9 +24,11 @@ def atomic_open(path: str | os.PathLike, mode: str = "w"):
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(error, OSError) and error.errno and error.filename is None:  # a failed write: name the file
+            raise OSError(error.errno, error.strerror, str(path)) from None
         raise
     _fsync_dir(path.parent)
 
@@ -61,10 +63,16 @@ def write_json(path, obj) -> None:
 
 
 def torch_save(obj, path) -> None:
+    """``torch.save`` through :func:`atomic_open`; a failed write raises its ``OSError`` (e.g. ENOSPC)."""
     import torch
 
     with atomic_open(path, "wb") as handle:
-        torch.save(obj, handle)
+        try:
+            torch.save(obj, handle)
+        except RuntimeError as error:  # torch's writer reports a failed write as "unexpected pos ..."
+            if isinstance(error.__context__, OSError):
+                raise error.__context__ from None
+            raise
 
 
 def csv_text(rows: Iterable[Mapping], columns: list[str]) -> str:

@@ -32,7 +32,11 @@ __all__ = ["Component", "Config", "ConfigError", "DataConfig", "EvalConfig", "Ev
 
 
 def config_from_dict(data: dict, sources: dict[str, str] | None = None) -> Config:
-    return build_dataclass(Config, data, "", Where(sources or {}))
+    """A validated :class:`Config`; its ``where`` names a key's source for later errors (not a config field)."""
+    where = Where(sources or {})
+    cfg = build_dataclass(Config, data, "", where)
+    cfg.where = where
+    return cfg
 
 
 def load_config(path: str | Path, *override_layers, source: str = "the command line") -> Config:

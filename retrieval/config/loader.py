@@ -121,7 +121,10 @@ def parse_overrides(overrides) -> list[tuple[str, Any]]:
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key:
-            raise ConfigError(f"override {item!r} is not of the form key.sub=value")
+            raise ConfigError(f"override {item!r} (on {COMMAND_LINE}) is not of the form key.sub=value")
+        if "" in key.split("."):
+            raise ConfigError(f"override {item!r} (on {COMMAND_LINE}): the key {key!r} has an empty part; "
+                              "write dotted keys like train.epochs=3")
         try:
             pairs.append((key, yaml_value(raw)))
         except yaml.YAMLError as error:
@@ -143,5 +146,17 @@ def apply_overrides(data: dict, sources: dict[str, str], overrides, source: str 
                 raise ConfigError(f"override {item!r}: {'.'.join(parents[: depth + 1])} is not a mapping")
             node = child
         node[leaf] = merge({leaf: node.get(leaf)}, {leaf: value})[leaf]
-        sources[key] = source
+        # keys the override replaced are gone (a component renamed drops its old arguments); keys it set are its own
+        present = set(dotted_keys(node[leaf], key))
+        for stale in [k for k in sources if k.startswith(key + ".") and k not in present]:
+            del sources[stale]
+        sources.update({k: source for k in (key, *dotted_keys(value, key))})
     return data
+
+
+def dotted_keys(value, prefix: str):
+    """Every dotted key inside ``value`` (mappings and lists), each prefixed with ``prefix``."""
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for name, item in items:
+        yield f"{prefix}.{name}"
+        yield from dotted_keys(item, f"{prefix}.{name}")

@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+from retrieval.config.constraints import DeviceName, NonEmpty, Range
 from retrieval.config.loader import ConfigError
 from retrieval.data.transforms import TransformConfig
+
+POSITIVE, NON_NEGATIVE = Range(ge=1), Range(ge=0)
 
 
 @dataclass
@@ -24,11 +27,11 @@ class DataConfig:
     root: str | None = None
     train_split: str = "train"
     sampler: Literal["class_balanced", "random"] = "class_balanced"
-    batch_size: int = 64
-    samples_per_class: int = 4
+    batch_size: Annotated[int, POSITIVE] = 64
+    samples_per_class: Annotated[int, POSITIVE] = 4
     small_classes: Literal["repeat", "drop"] = "repeat"
-    batches_per_epoch: int | None = None
-    num_workers: int = 0
+    batches_per_epoch: Annotated[int | None, POSITIVE] = None
+    num_workers: Annotated[int, NON_NEGATIVE] = 0
     crop_boxes: bool = False
     bad_images: Literal["error", "skip"] = "error"
     check_files: bool = True
@@ -36,8 +39,6 @@ class DataConfig:
     test_transform: TransformConfig = field(default_factory=TransformConfig)
 
     def validate(self, key, where):
-        if self.batch_size < 1 or self.samples_per_class < 1:
-            raise ConfigError(f"{where(key + '.batch_size')}: batch_size and samples_per_class must be positive")
         if self.sampler == "class_balanced" and self.batch_size % self.samples_per_class:
             raise ConfigError(f"{where(key + '.batch_size')}: batch_size {self.batch_size} must be a multiple "
                               f"of samples_per_class {self.samples_per_class} for the class-balanced sampler")
@@ -71,10 +72,10 @@ class OptimizerConfig:
     """``lr_multipliers`` maps a parameter-name prefix (``head.``, ``backbone.layer4``) to a factor."""
 
     name: Literal["sgd", "adam", "adamw"] = "adam"
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    momentum: float = 0.9
-    lr_multipliers: dict[str, float] = field(default_factory=dict)
+    lr: Annotated[float, Range(gt=0)] = 1e-3
+    weight_decay: Annotated[float, NON_NEGATIVE] = 0.0
+    momentum: Annotated[float, Range(ge=0, le=1)] = 0.9
+    lr_multipliers: dict[str, Annotated[float, NON_NEGATIVE]] = field(default_factory=dict)
 
 
 @dataclass
@@ -82,9 +83,9 @@ class ScheduleConfig:
     """Epoch-wise learning-rate schedule."""
 
     name: Literal["constant", "step", "multistep", "cosine"] = "constant"
-    step_size: int = 10
-    milestones: list[int] = field(default_factory=list)
-    gamma: float = 0.1
+    step_size: Annotated[int, POSITIVE] = 10
+    milestones: list[Annotated[int, POSITIVE]] = field(default_factory=list)
+    gamma: Annotated[float, Range(gt=0)] = 0.1
 
 
 @dataclass
@@ -93,17 +94,17 @@ class TrainConfig:
     (what some authors' code did; reported as such in metrics.json). ``tensorboard``: also write
     TensorBoard event files to the run's ``tensorboard/`` folder (needs the tensorboard package)."""
 
-    epochs: int = 10
+    epochs: Annotated[int, NON_NEGATIVE] = 10
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     freeze_bn: bool = False
     amp: Literal["off", "bf16", "fp16"] = "off"
     channels_last: bool = False
     multistage: bool = False
-    multistage_chunk: int = 32
+    multistage_chunk: Annotated[int, POSITIVE] = 32
     nonfinite: Literal["error", "skip"] = "error"
-    grad_clip: float | None = None
-    device: str = "auto"
+    grad_clip: Annotated[float | None, Range(gt=0)] = None  # max gradient norm; null: no clipping
+    device: Annotated[str, DeviceName()] = "auto"
     select: Literal["last", "best"] = "last"
     select_metric: str = "map"
     tensorboard: bool = False
@@ -111,8 +112,6 @@ class TrainConfig:
     def validate(self, key, where):
         from retrieval.engine.run_log import tensorboard_available
 
-        if self.epochs < 0:
-            raise ConfigError(f"{where(key + '.epochs')}: epochs must be >= 0")
         if self.tensorboard and not tensorboard_available():
             raise ConfigError(f"{where(key + '.tensorboard')}: train.tensorboard=true needs the tensorboard package, "
                               "which is not installed; pip install tensorboard, or set train.tensorboard=false")
@@ -124,7 +123,7 @@ class EvalTarget:
 
     dataset: Component | None = None
     root: str | None = None
-    splits: list[str] = field(default_factory=lambda: ["test"])
+    splits: Annotated[list[str], NonEmpty()] = field(default_factory=lambda: ["test"])
     protocol: Component = field(default_factory=lambda: Component("leave_one_out", {"ks": [1, 2, 4, 8]}))
 
 
@@ -133,10 +132,11 @@ class EvalConfig:
     """Evaluation runs at epoch 0 (untrained), every ``every`` epochs, and after the last epoch."""
 
     targets: dict[str, EvalTarget] = field(default_factory=lambda: {"test": EvalTarget()})
-    every: int = 1
-    batch_size: int = 128
-    scales: list[float] = field(default_factory=lambda: [1.0])
-    scale_power: float = 1.0  # generalized mean over scales (retrieval.evaluation.postprocess.aggregate_scales)
+    every: Annotated[int, POSITIVE] = 1
+    batch_size: Annotated[int, POSITIVE] = 128
+    scales: Annotated[list[Annotated[float, Range(gt=0)]], NonEmpty()] = field(default_factory=lambda: [1.0])
+    # generalized mean over scales (retrieval.evaluation.postprocess.aggregate_scales)
+    scale_power: Annotated[float, Range(gt=0)] = 1.0
     scale_antialias: bool = True  # antialiased downscaling; cnnimageretrieval-pytorch's multi-scale has none
 
 

@@ -6,8 +6,9 @@ import dataclasses
 import inspect
 import types
 import typing
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
+from retrieval.config import constraints
 from retrieval.config.loader import ConfigError
 from retrieval.registry import closest
 
@@ -32,6 +33,9 @@ class Where:
 
 def describe(tp) -> str:
     origin, args = get_origin(tp), get_args(tp)
+    if origin is Annotated:
+        rules = [c.accepts for c in tp.__metadata__ if isinstance(c, constraints.Constraint) and c.accepts]
+        return " ".join([describe(args[0]), *rules])
     if origin is Literal:
         return "one of " + ", ".join(repr(a) for a in args)
     if origin in (Union, types.UnionType):
@@ -51,6 +55,18 @@ def coerce(value, tp, key: str, where: Where):
         return value
     origin, args = get_origin(tp), get_args(tp)
     fail = ConfigError(f"{where(key)}: expected {describe(tp)}, got {value!r}")
+    if origin is Annotated:
+        inner = args[0]
+        try:
+            value = coerce(value, inner, key, where)
+        except constraints.ConstraintError:
+            raise
+        except ConfigError:
+            if get_origin(inner) in (*SEQUENCES, *MAPPINGS) or dataclasses.is_dataclass(inner):
+                raise  # names the item or key inside that is wrong
+            raise fail from None  # "expected an integer >= 1", not just "an integer"
+        constraints.check(value, tp.__metadata__, key, where)
+        return value
     if origin in (Union, types.UnionType):
         if value is None:
             if type(None) in args:
@@ -59,6 +75,8 @@ def coerce(value, tp, key: str, where: Where):
         for option in (a for a in args if a is not type(None)):
             try:
                 return coerce(value, option, key, where)
+            except constraints.ConstraintError:
+                raise  # the type fits, the value does not: say so rather than list the types
             except ConfigError:
                 continue
         raise fail
@@ -95,7 +113,7 @@ def build_dataclass(cls, data, key: str, where: Where):
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{where(key or '<top level>')}: expected {describe(cls)}, got {data!r}")
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = [k for k in data if k not in fields]
     if unknown:
@@ -125,7 +143,7 @@ def check_arguments(factory, args: dict, key: str, where: Where, injected: tuple
     params = {n: p for n, p in signature.parameters.items()
               if n not in injected and n != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
     try:
-        hints = typing.get_type_hints(factory.__init__ if inspect.isclass(factory) else factory)
+        hints = typing.get_type_hints(factory.__init__ if inspect.isclass(factory) else factory, include_extras=True)
     except (NameError, TypeError):
         hints = {}
     out = {}
@@ -141,4 +159,18 @@ def check_arguments(factory, args: dict, key: str, where: Where, injected: tuple
     missing = [n for n, p in params.items() if p.default is p.empty and n not in args]
     if missing:
         raise ConfigError(f"{where(key)}: missing required argument {missing[0]!r}")
+    _check_nested_components(params, hints, out, key, where)
     return out
+
+
+def _check_nested_components(params: dict, hints: dict, args: dict, key: str, where: Where) -> None:
+    """Arguments declared :class:`~retrieval.config.constraints.ArgumentsOf` a sibling-named component
+    (e.g. a head's ``pooling_args`` for its ``pooling``) are checked against that component's signature."""
+    for name, hint in hints.items():
+        nested = [c for c in getattr(hint, "__metadata__", ()) if isinstance(c, constraints.ArgumentsOf)]
+        if not nested or name not in params:
+            continue
+        spec = nested[0]
+        component = args.get(spec.name, params[spec.name].default)
+        if args.get(name) is not None and component in spec.registry:
+            args[name] = check_arguments(spec.registry.get(component), args[name], f"{key}.{name}", where)

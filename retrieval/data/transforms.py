@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 from torchvision import transforms as T
 
+from retrieval.config.constraints import Range
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+PIXELS, SPREAD = Annotated[int, Range(ge=1)], Annotated[float, Range(gt=0)]
 
 
 @dataclass
@@ -17,14 +21,14 @@ class TransformConfig:
     ``max_size``: cap on the longer side, aspect kept (the revisited benchmarks' 1024);
     ``flip``: random horizontal flip."""
 
-    resize: int | tuple[int, int] | None = None
-    crop: int | None = None
+    resize: PIXELS | tuple[PIXELS, PIXELS] | None = None
+    crop: PIXELS | None = None
     random_crop: bool = False
-    random_resized_crop: int | None = None
-    max_size: int | None = None
+    random_resized_crop: PIXELS | None = None
+    max_size: PIXELS | None = None
     flip: bool = False
     mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
+    std: tuple[SPREAD, SPREAD, SPREAD] = IMAGENET_STD
 
 
 class LongerSideAtMost:

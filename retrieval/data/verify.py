@@ -208,7 +208,7 @@ def _option(text: str) -> tuple[str, object]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from retrieval.data.datasets.parsing import DatasetFormatError, DatasetNotFoundError
+    from retrieval.data.datasets.parsing import DatasetFormatError, DatasetNotFoundError, prepare_command
 
     parser = argparse.ArgumentParser(prog="python -m retrieval data verify", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -222,6 +222,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--option", type=_option, action="append", default=[], metavar="KEY=VALUE",
                         help="a dataset option (YAML value), e.g. --option distractors_root=DIR")
     args = parser.parse_args(argv)
+    if not os.path.isdir(args.root):  # also for bundled datasets, which ignore it: a wrong path is never "OK"
+        print(f"{args.name} at {args.root}: --root {args.root} is not a folder; prepare the dataset with "
+              f"`{prepare_command(args.name)}` and give the folder it wrote")
+        raise SystemExit(1)
     try:
         report = verify(args.name, args.root, dict(args.option), decode=not args.quick, sample=args.sample,
                         workers=args.workers, max_names=args.max_names)

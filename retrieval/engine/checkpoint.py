@@ -125,7 +125,14 @@ class CheckpointStore:
         return sorted(p for p in self.dir.iterdir() if NAME.match(p.name))
 
     def save(self, state: dict, global_step: int) -> Path:
-        path = save_verified({**state, STEP_KEY: global_step}, self.dir / f"step-{global_step:09d}.pt")
+        path = self.dir / f"step-{global_step:09d}.pt"
+        try:
+            save_verified({**state, STEP_KEY: global_step}, path)
+        except OSError as error:
+            whole = [p.name for p in self.paths() if p != path and self.verify(p) is None]
+            raise OSError(error.errno, f"cannot write checkpoint {path}: {error.strerror}. The previous checkpoints "
+                          f"in {self.dir} are whole ({', '.join(whole) or 'none yet'}); free space and run the "
+                          "same command to resume") from None
         # A checkpoint newer than this one was rejected by the resume that led here: it is no fallback.
         older = [p for p in self.paths() if p <= path]
         for old in [p for p in self.paths() if p > path] + older[: -self.keep]:

@@ -81,4 +81,4 @@ def load_saved_model(source: str | Path, config: str | Path | None = None, overr
     saved = read_checkpoint(path)
     cfg = run_config(source, config, overrides, saved)
     device = resolve_device(cfg.train.device if device is None else str(device))
-    return SavedModel(load_trained_model(cfg, saved, device), cfg, path, device)
+    return SavedModel(load_trained_model(cfg, saved, device, path), cfg, path, device)

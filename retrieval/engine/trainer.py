@@ -14,7 +14,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from retrieval.config import Config, config_to_dict
+from retrieval.config import Config, ConfigError, config_to_dict
+from retrieval.config.diff import model_mismatch
 from retrieval.data.loading import ImageDataset, collate_skipping
 from retrieval.data.samplers import ClassBalancedBatchSampler, RandomBatchSampler
 from retrieval.data.split import Split
@@ -105,6 +106,13 @@ def stop_on_signals():
             signal.signal(s, h)
 
 
+def resume_position(state: dict, epochs: int) -> str:
+    """Where a checkpoint's ``state`` stands in a run of ``epochs`` epochs, e.g. "after epoch 3 of 3"."""
+    if state["batch"] == 0:
+        return f"after epoch {state['epoch']} of {epochs}" if state["epoch"] else "after the epoch-0 evaluation"
+    return f"epoch {state['epoch'] + 1} of {epochs}, after batch {state['batch']}"
+
+
 def embedding_dim(model: nn.Module, image_size: int, device) -> int:
     was_training = model.training
     model.eval()
@@ -122,22 +130,26 @@ def model_for(cfg: Config, num_classes: int, device) -> nn.Module:
     return model.to(memory_format=torch.channels_last) if cfg.train.channels_last else model
 
 
-def load_trained_model(cfg: Config, saved: dict, device) -> nn.Module:
-    """The model ``cfg`` describes, with the weights of ``saved`` (a loaded model file or checkpoint), in eval mode."""
+def load_trained_model(cfg: Config, saved: dict, device, path: str | Path = "the model file") -> nn.Module:
+    """The model ``cfg`` describes, with the weights of ``saved`` (the loaded model file or checkpoint ``path``),
+    in eval mode. Weights that do not fit the model are a ConfigError naming the ``model.*`` keys that differ."""
     state = saved.get("model", saved)
     num_classes = saved.get("num_classes")
     if num_classes is None:
         split = pick_split(splits_of(cfg.data.dataset, cfg.data.root), cfg.data.train_split, cfg.data.dataset.name)
         num_classes = contiguous_labels(split)[1]
     model = model_for(cfg, num_classes, device)
-    model.load_state_dict(state)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:  # shapes or names differ: another model's weights
+        raise ConfigError(model_mismatch(cfg, saved.get("config"), path, error)) from None
     return model.eval()
 
 
 def evaluate_checkpoint(cfg: Config, path: str | Path, progress: bool = True) -> dict[str, float]:
     """Metrics of a saved model (a run's model.pt, best_model.pt or a training checkpoint) under ``cfg``."""
     device = resolve_device(cfg.train.device)
-    model = load_trained_model(cfg, read_checkpoint(path, map_location=device), device)
+    model = load_trained_model(cfg, read_checkpoint(path, map_location=device), device, path)
     return evaluate(model, cfg, device, progress=progress)
 
 
@@ -224,7 +236,7 @@ class Trainer:
         self.scaler.load_state_dict(saved["scaler"])
         torch.set_rng_state(saved["rng"].cpu())
         self.state = saved["state"]
-        log.warning("resuming from %s (epoch %d, batch %d)", path, self.state["epoch"] + 1, self.state["batch"])
+        log.warning("resuming from %s (%s)", path, resume_position(self.state, self.cfg.train.epochs))
         return True
 
     # ----------------------------------------------------------------- steps
@@ -411,6 +423,11 @@ def train(cfg: Config, run_dir: str | Path, progress: bool = True) -> dict:
     """
     topology, device = init_from_environment(cfg.train.device)
     run = RunDir(run_dir)
+    with run.owned() if topology.is_main else nullcontext():  # checked and locked before anything is written
+        return _train_in(cfg, run, topology, device, progress)
+
+
+def _train_in(cfg: Config, run: RunDir, topology: Topology, device: torch.device, progress: bool) -> dict:
     if topology.is_main:
         resumed = run.claim(cfg)
     barrier(topology)
@@ -420,7 +437,7 @@ def train(cfg: Config, run_dir: str | Path, progress: bool = True) -> dict:
         return finished
     if topology.is_main and resumed:
         log.warning("%s holds an unfinished run of this config; resuming it", run.path)
-    result = Trainer(cfg, run_dir, progress=progress, topology=topology, device=device).fit()
+    result = Trainer(cfg, run.path, progress=progress, topology=topology, device=device).fit()
     if topology.is_main:
         run.write_metrics(result)
     barrier(topology)

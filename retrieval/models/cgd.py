@@ -10,15 +10,21 @@ so a config can put a separate ranking loss on each.
 """
 from __future__ import annotations
 
+from itertools import permutations
+from typing import Annotated, Literal
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from retrieval.config.constraints import Range
 from retrieval.models.heads import HEADS
 from retrieval.models.pooling import MAC, GeM, SPoC
 
 #: The paper's 12 descriptor configurations, in its order.
 PAPER_CONFIGURATIONS = ("S", "M", "G", "SM", "MS", "SG", "GS", "MG", "GM", "SMG", "MSG", "GSM")
+#: Every ordered combination of distinct letters (what ``descriptors`` accepts).
+DESCRIPTORS = tuple("".join(letters) for n in (1, 2, 3) for letters in permutations("SMG", n))
 
 
 def _pooling(letter: str, gem_p: float) -> nn.Module:
@@ -33,8 +39,9 @@ class CGDHead(nn.Module):
     ``dim``: total embedding size, split evenly over the descriptors; ``gem_p``: GeM's fixed
     exponent. ``num_classes`` sizes the auxiliary classifier."""
 
-    def __init__(self, in_channels: int, num_classes: int, descriptors: str = "SG", dim: int = 1536,
-                 gem_p: float = 3.0, normalize_branches: bool = True):
+    def __init__(self, in_channels: int, num_classes: int, descriptors: Literal[DESCRIPTORS] = "SG",
+                 dim: Annotated[int, Range(ge=1)] = 1536, gem_p: Annotated[float, Range(gt=0)] = 3.0,
+                 normalize_branches: bool = True):
         super().__init__()
         if not descriptors or set(descriptors) - set("SMG") or len(set(descriptors)) != len(descriptors):
             raise ValueError(f"cgd descriptors must be distinct letters from 'S', 'M', 'G' (e.g. 'SG'), "

@@ -7,10 +7,13 @@ A head is built as ``Head(in_channels, num_classes, **args)``; its forward retur
 """
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from retrieval.config.constraints import ArgumentsOf, OneOf, Range
 from retrieval.models.pooling import POOLINGS
 from retrieval.registry import Registry
 
@@ -32,9 +35,9 @@ class EmbeddingHead(nn.Module):
     own learning rate by the parameter name ``head.fc``.
     """
 
-    def __init__(self, in_channels: int, num_classes: int = 0, pooling: str = "gem",
-                 pooling_args: dict | None = None, dim: int | None = None, bias: bool = True,
-                 normalize_pooled: bool = False):
+    def __init__(self, in_channels: int, num_classes: int = 0, pooling: Annotated[str, OneOf(POOLINGS)] = "gem",
+                 pooling_args: Annotated[dict | None, ArgumentsOf("pooling", POOLINGS)] = None,
+                 dim: Annotated[int | None, Range(ge=1)] = None, bias: bool = True, normalize_pooled: bool = False):
         super().__init__()
         self.pool = POOLINGS.build(pooling, **(pooling_args or {}))
         self.normalize_pooled = normalize_pooled

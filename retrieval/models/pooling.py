@@ -5,9 +5,12 @@ registry a head builds its pooling from by name.
 """
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 from torch import nn
 
+from retrieval.config.constraints import Range
 from retrieval.registry import Registry
 
 #: ``POOLINGS.build(name, **args)`` -> an ``nn.Module`` mapping (B, C, H, W) to (B, C).
@@ -53,7 +56,8 @@ class MAC(nn.Module):
 class GeM(nn.Module):
     """GeM with exponent ``p``; ``learn_p=True`` makes ``p`` a trained parameter (listwise AP's net)."""
 
-    def __init__(self, p: float = 3.0, learn_p: bool = False, eps: float = 1e-6):
+    def __init__(self, p: Annotated[float, Range(gt=0)] = 3.0, learn_p: bool = False,
+                 eps: Annotated[float, Range(gt=0)] = 1e-6):
         super().__init__()
         if p <= 0:
             raise ValueError(f"GeM exponent p must be positive, got {p}")

@@ -19,7 +19,8 @@ def parser() -> argparse.ArgumentParser:
         description="Run every row of a paper table and write results/[demo/]<paper>/<table>.{csv,md} with our "
                     "metrics beside the published ones. Rows already in the results with the same resolved "
                     "config are kept; an interrupted row resumes from its last checkpoint.")
-    p.add_argument("tables", nargs="*", type=Path, help="table files, e.g. experiments/smooth_ap/sop.yaml")
+    p.add_argument("tables", nargs="*", type=Path,
+                   help="table files, e.g. experiments/smooth_ap/table_sop.yaml (--list shows them)")
     p.add_argument("--demo", action="store_true",
                    help="demo scale: bundled data, tiny CNN, CPU; writes under results/demo/")
     p.add_argument("--rows", nargs="+", metavar="NAME", help="run only these rows (others keep their lines)")
@@ -55,6 +56,27 @@ def summary(reports, errors: dict[str, str], seconds: float) -> str:
     return "\n".join(lines)
 
 
+def use_data_root(data_root: Path | None, demo: bool) -> str | None:
+    """Point ``$RETRIEVAL_DATA_ROOT`` at ``--data-root``; a usage error when the root in use is not a folder.
+
+    Returns a note to print when rows are skipped for want of data and no data root is set at all.
+    """
+    if data_root is not None:
+        if not data_root.is_dir():
+            parser().error(f"--data-root {data_root} is not a folder")
+        os.environ[DATA_ROOT_ENV] = str(data_root.resolve())
+    root = os.environ.get(DATA_ROOT_ENV)
+    if demo:  # bundled data only
+        return None
+    if root and not Path(root).is_dir():
+        parser().error(f"${DATA_ROOT_ENV}={root} is not a folder; set it to the folder holding the prepared "
+                       "datasets, or pass --data-root")
+    if root:
+        return None
+    return (f"note: neither --data-root nor ${DATA_ROOT_ENV} is set, so datasets were looked for only where a "
+            "config's data.root points; pass --data-root DIR (the folder holding one prepared folder per dataset)")
+
+
 def main(argv: list[str] | None = None) -> None:
     from retrieval.tables.runner import TableRun
     from retrieval.tables.spec import find_tables, load_table
@@ -73,8 +95,7 @@ def main(argv: list[str] | None = None) -> None:
     tables = find_tables(args.experiments) if args.all else args.tables
     if args.rows and len(tables) != 1:
         parser().error("--rows needs exactly one table file")
-    if args.data_root is not None:
-        os.environ[DATA_ROOT_ENV] = str(args.data_root.resolve())
+    note = use_data_root(args.data_root, args.demo)
     started, reports, errors = time.time(), [], {}
     for path in tables:
         try:
@@ -86,5 +107,7 @@ def main(argv: list[str] | None = None) -> None:
             errors[display_path(path)] = str(error)
             print(f"{display_path(path)}: {error}", file=sys.stderr)
     print(summary(reports, errors, time.time() - started))
+    if note and any(r.skipped for r in reports):
+        print(note)
     if errors or any(r.failed for r in reports):
         raise SystemExit(1)

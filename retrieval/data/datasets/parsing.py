@@ -21,7 +21,8 @@ def prepare_command(dataset: str) -> str:
 
 def require_root(root: str | None, dataset: str) -> Path:
     """``root`` as a Path; an error naming the preparation command when it is unset or absent."""
-    hint = f"prepare it with `{prepare_command(dataset)}` and pass root=DIR"
+    hint = (f"prepare it with `{prepare_command(dataset)}`, then give that folder as data.root (a config), "
+            "--data-root (a table: the folder above it) or --root (data verify)")
     if root is None:
         raise DatasetNotFoundError(f"dataset {dataset!r} needs a root folder; {hint}")
     path = Path(root).expanduser()
