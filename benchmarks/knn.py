@@ -38,7 +38,7 @@ from retrieval.evaluation.knn import DEFAULT_BLOCK_SIZE, knn
 from retrieval.evaluation.metrics import per_query_metrics, recall_at_k
 from retrieval.io import write_table
 
-# Dataset sizes from ../shared/reference/published.md (SOP test split; VGGFace2 test, "about 169k").
+# Dataset sizes from docs/sources.md (SOP test split; VGGFace2 test, "about 169k").
 SOP_TEST_IMAGES, SOP_TEST_CLASSES = 60_502, 11_316
 VGGFACE2_TEST_IMAGES = 169_000
 DIM = 512
