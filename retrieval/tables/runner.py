@@ -1,12 +1,14 @@
 """Run a table's rows: resolve each row's config, train it in its own run directory, record the results.
 
-A row whose results line already holds its resolved config's hash and metrics is kept, not recomputed;
-a row whose run directory holds an unfinished run resumes it from its last checkpoint (``train`` does).
+A row whose results line already holds its resolved config's hash, its metrics and the current code's
+fingerprint is kept, not recomputed (``--force`` recomputes it anyway); a line made by other code is recomputed at
+demo scale and marked stale at paper scale. A row whose run directory holds an unfinished run resumes it from its
+last checkpoint (``train`` does).
 """
 from __future__ import annotations
 
-import json
 import re
+import shutil
 import time
 import traceback
 from collections.abc import Callable
@@ -18,8 +20,9 @@ import yaml
 from retrieval.config import Config, ConfigError, config_hash, load_config
 from retrieval.data.datasets.parsing import DatasetNotFoundError, prepare_command
 from retrieval.engine.evaluate import splits_of
-from retrieval.engine.run_dir import ENVIRONMENT, git_commit
 from retrieval.engine.trainer import Interrupted, train
+from retrieval.tables.describe import columns_measured, measured, verdict
+from retrieval.tables.provenance import current_code
 from retrieval.tables.results import (
     DONE,
     FAILED,
@@ -87,24 +90,19 @@ def slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "row"
 
 
-def run_dir_for(runs_root: str | Path, table: Table, row: Row, cfg: Config, demo: bool) -> Path:
+def run_dir_for(runs_root: str | Path, table: Table, row: Row, cfg: Config, demo: bool, code: str) -> Path:
+    """``<runs>/[demo/]<paper>/<table>/<row>-<config hash>-<code fingerprint>``: other code, other directory, so a
+    finished run of other code is never returned as this code's."""
     base = Path(runs_root) / "demo" if demo else Path(runs_root)
-    return base / table.paper / table.name / f"{slug(row.name)}-{config_hash(cfg)}"
+    return base / table.paper / table.name / f"{slug(row.name)}-{config_hash(cfg)}-{code}"
 
 
-def finished_twin(runs_root: str | Path, demo: bool, digest: str) -> Path | None:
-    """A finished run of the same resolved config made for another row (tables share their baseline rows)."""
+def finished_twin(runs_root: str | Path, demo: bool, digest: str, code: str, since: float | None = None) -> Path | None:
+    """A finished run of the same resolved config and code made for another row (tables share their baseline
+    rows); with ``since``, only one finished at or after that time (``--force``: made by this invocation)."""
     base = Path(runs_root) / "demo" if demo else Path(runs_root)
-    return next((m.parent for m in sorted(base.glob(f"*/*/*-{digest}/metrics.json"))), None)
-
-
-def run_commit(run_dir: Path) -> str:
-    """The commit a run started at (its environment record), else the current one."""
-    try:
-        commit = json.loads((run_dir / ENVIRONMENT).read_text()).get("commit")
-    except (OSError, ValueError):
-        commit = None
-    return commit or git_commit() or ""
+    return next((m.parent for m in sorted(base.glob(f"*/*/*-{digest}-{code}/metrics.json"))
+                 if since is None or m.stat().st_mtime >= since), None)
 
 
 def datasets_of(cfg: Config):
@@ -129,14 +127,33 @@ class TableRun:
     """One run of a table: keeps the results files current after every row."""
 
     def __init__(self, table: Table, demo: bool, results_root: str | Path, runs_root: str | Path,
-                 progress: bool = False, echo: Callable[[str], None] = print):
+                 progress: bool = False, echo: Callable[[str], None] = print, force: bool = False,
+                 force_since: float | None = None):
         self.table, self.demo, self.runs_root, self.progress, self.echo = table, demo, runs_root, progress, echo
+        # --force: recompute the selected rows, reusing only runs this invocation made (since force_since)
+        self.force, self.force_since = force, (time.time() if force_since is None else force_since) if force else None
+        self.code, self.commit = current_code()
         paper_demo = paper_demo_overrides(table) if demo else None
         # every row resolves before any trains, so a mistake in the table file costs no training time
         self.configs = {row.name: resolve_config(table, row, demo, paper_demo) for row in table.rows}
         self.hashes = {name: config_hash(cfg) for name, cfg in self.configs.items()}
         self.stem = results_stem(results_root, table, demo)
         self.report = Report(table, self.stem)
+        self.measured = {name: self._measured(cfg) for name, cfg in self.configs.items()}
+
+    @staticmethod
+    def _measured(cfg: Config) -> str:
+        try:
+            return measured(cfg)
+        except Exception as error:  # a description must never cost a row its training
+            return f"not described ({type(error).__name__}: {error})"
+
+    def _write(self, outcomes: dict[str, Outcome]) -> None:
+        numbers = {f"{name}\0{metric}": value for name, outcome in outcomes.items() if outcome.status == DONE
+                   for metric, value in outcome.metrics.items()}
+        write_results(self.stem, self.table, outcomes, self.demo, self.measured,
+                      columns_measured(self.table, self.demo) if self.demo else "",
+                      [verdict(claim, numbers, self.demo) for claim in self.table.claims])
 
     def _label(self, row: Row) -> str:
         return f"{self.table.paper}/{self.table.name}: {row.name!r}"
@@ -151,8 +168,11 @@ class TableRun:
                           f"prepare it with `{prepare_command(dataset)}`")
             return Outcome(SKIPPED, digest, note="; ".join(f"dataset {name!r} is not prepared ({why})"
                                                            for name, why in missing.items()))
-        run_dir = run_dir_for(self.runs_root, self.table, row, cfg, self.demo)
-        twin = None if run_dir.exists() else finished_twin(self.runs_root, self.demo, digest)
+        run_dir = run_dir_for(self.runs_root, self.table, row, cfg, self.demo, self.code)
+        if self.force and run_dir.exists():
+            shutil.rmtree(run_dir)  # this row's own directory: --force means trained again from scratch
+        twin = None if run_dir.exists() else finished_twin(self.runs_root, self.demo, digest, self.code,
+                                                           self.force_since)
         if twin is not None:
             run_dir = twin
         started = time.time()
@@ -175,7 +195,7 @@ class TableRun:
         shared = f"same config as {display_path(run_dir)}, not trained again" if twin else ""
         self.echo(f"{self._label(row)} done in {time.time() - started:.1f} s" + (f" ({shared})" if shared else "")
                   + ": " + ", ".join(f"{m} {v:.2f}" for m, v in ours.items()))
-        return Outcome(DONE, digest, ours, commit=run_commit(run_dir), note=shared)
+        return Outcome(DONE, digest, ours, commit=self.commit, note=shared, code=self.code)
 
     def _failed(self, row: Row, digest: str, why: str) -> Outcome:
         self.report.failed.append(row.name)
@@ -193,25 +213,34 @@ class TableRun:
         outcomes, todo = {}, []
         for row in self.table.rows:
             old, digest = previous.get(row.name), self.hashes[row.name]
-            if old is not None and old.complete_for(digest, self.table.metrics):
+            other_code = old is not None and old.status == DONE and old.config_hash == digest \
+                and old.code != self.code
+            if old is not None and old.complete_for(digest, self.table.metrics, self.code) \
+                    and not (self.force and row.name in wanted):
                 outcomes[row.name] = old
                 if row.name in wanted:
                     self.report.kept.append(row.name)
-                    self.echo(f"{self._label(row)} kept from {self.stem}.csv (config {digest} already ran)")
-            elif row.name in wanted:
+                    self.echo(f"{self._label(row)} kept from {self.stem}.csv (config {digest}, made by this code "
+                              f"{self.code} at commit {old.commit or 'unknown'})")
+            elif row.name in wanted and (self.demo or self.force or rows or not other_code):
                 outcomes[row.name] = Outcome(NOT_RUN, digest)
                 todo.append(row)
             elif old is not None and old.status == DONE:
-                why = f"config changed since this ran (now {digest})" if old.config_hash != digest \
+                why = (f"made by other code ({old.code or 'not recorded'} at commit {old.commit or 'unknown'}; the "
+                       f"code now is {self.code}): rerun it with --force or its command") if other_code \
+                    else f"config changed since this ran (now {digest})" if old.config_hash != digest \
                     else "the table has metrics this run did not record"
-                outcomes[row.name] = Outcome(STALE, old.config_hash, old.metrics, old.commit, why)
+                outcomes[row.name] = Outcome(STALE, old.config_hash, old.metrics, old.commit, why, old.code)
             elif old is not None and old.config_hash == digest:
                 outcomes[row.name] = old
             else:
                 outcomes[row.name] = Outcome(NOT_RUN, digest)
-        write_results(self.stem, self.table, outcomes, self.demo)
+        self._write(outcomes)
         for row in todo:
+            if row.name in previous and previous[row.name].code not in ("", self.code):
+                self.echo(f"{self._label(row)}: its line was made by other code ({previous[row.name].code}); "
+                          "recomputing")
             outcomes[row.name] = self._train_row(row)
-            write_results(self.stem, self.table, outcomes, self.demo)
+            self._write(outcomes)
         self.report.seconds = time.time() - started
         return self.report
