@@ -13,9 +13,9 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1]
 REPOSITORY = PACKAGE.parent
-# The table layer resolves configs (their hash covers that) and writes results; it computes no number, so
-# editing how a table is printed does not make every row stale.
-PRESENTATION = PACKAGE / "tables"
+# The table layer (``<package>/tables``) resolves configs (their hash covers that) and writes results; it computes
+# no number, so editing how a table is printed does not make every row stale.
+PRESENTATION = "tables"
 # What decides a row's numbers besides its config: the package and the experiment files.
 CODE_PATHS = ("retrieval", "experiments")
 UNCOMMITTED = "+uncommitted"
@@ -25,7 +25,8 @@ def code_fingerprint(package: Path = PACKAGE) -> str:
     """A 12-hex digest of every ``.py`` file of ``package`` outside ``tables/`` (relative path and bytes)."""
     digest = hashlib.sha256()
     for path in sorted(package.rglob("*.py")):
-        if PRESENTATION in path.parents or "__pycache__" in path.parts:
+        relative = path.relative_to(package).parts
+        if relative[0] == PRESENTATION or "__pycache__" in relative:
             continue
         digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()[:12]
