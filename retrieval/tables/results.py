@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from retrieval.io import csv_text, markdown_table, write_text
+from retrieval.tables.describe import verdict
 from retrieval.tables.spec import Row, Table
 
 DONE, SKIPPED, FAILED, NOT_RUN, STALE = "done", "skipped", "failed", "not run", "stale"
@@ -152,19 +153,22 @@ def _reference_section(table: Table, lines: list[dict]) -> str:
             + markdown_table(shown, cols))
 
 
-def _claims_section(table: Table, verdicts: list[str]) -> str:
+def _claims_section(table: Table, outcomes: dict[str, Outcome], demo: bool) -> str:
+    """The claims about ``table``, each with our value of it where it is a relation between rows."""
     if not table.claims:
         return ""
+    numbers = {f"{name}\0{metric}": value for name, outcome in outcomes.items() if outcome.status == DONE
+               for metric, value in outcome.metrics.items()}
+    verdicts = [verdict(claim, numbers, demo) for claim in table.claims]
     items = [f"- {claim.text} ({claim.source}; rows: {', '.join(claim.rows)})" + (f". **{verdict}**" if verdict else "")
              for claim, verdict in zip(table.claims, verdicts)]
     return "## Claims\n\n" + CLAIMS_LEGEND.format(paper=table.paper) + "\n\n" + "\n".join(items) + "\n"
 
 
 def write_results(stem: Path, table: Table, outcomes: dict[str, Outcome], demo: bool,
-                  measured: dict[str, str] | None = None, columns_note: str = "",
-                  verdicts: list[str] | None = None) -> None:
+                  measured: dict[str, str] | None = None, columns_note: str = "") -> None:
     """Write ``stem.csv`` and ``stem.md`` (each atomically), one line per row of ``table`` in order, then (demo)
-    the published numbers for reference and the claims about the table with our ``verdicts`` of them.
+    the published numbers for reference and the claims about the table with our value of each.
     ``measured`` maps a row to what it measured; ``columns_note`` says which metric each column shows."""
     measured = measured or {}
     lines = [results_line(table, row, outcomes[row.name], demo, measured.get(row.name, "")) for row in table.rows]
@@ -177,6 +181,6 @@ def write_results(stem: Path, table: Table, outcomes: dict[str, Outcome], demo: 
     title = f"{table.title} (demo scale)" if demo else table.title
     sections = [f"# {title}", *(n for n in notes if n), markdown_table(lines, shown),
                 _reference_section(table, lines) if demo else "",
-                _claims_section(table, verdicts or [""] * len(table.claims))]
+                _claims_section(table, outcomes, demo)]
     write_text(f"{stem}.csv", csv_text(lines, columns(table.metrics, demo)))
     write_text(f"{stem}.md", "\n\n".join(s.strip("\n") for s in sections if s) + "\n")

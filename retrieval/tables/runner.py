@@ -21,7 +21,7 @@ from retrieval.config import Config, ConfigError, config_hash, load_config
 from retrieval.data.datasets.parsing import DatasetNotFoundError, prepare_command
 from retrieval.engine.evaluate import splits_of
 from retrieval.engine.trainer import Interrupted, train
-from retrieval.tables.describe import columns_measured, measured, verdict
+from retrieval.tables.describe import columns_measured, measured
 from retrieval.tables.provenance import current_code
 from retrieval.tables.results import (
     DONE,
@@ -149,11 +149,8 @@ class TableRun:
             return f"not described ({type(error).__name__}: {error})"
 
     def _write(self, outcomes: dict[str, Outcome]) -> None:
-        numbers = {f"{name}\0{metric}": value for name, outcome in outcomes.items() if outcome.status == DONE
-                   for metric, value in outcome.metrics.items()}
         write_results(self.stem, self.table, outcomes, self.demo, self.measured,
-                      columns_measured(self.table, self.demo) if self.demo else "",
-                      [verdict(claim, numbers, self.demo) for claim in self.table.claims])
+                      columns_measured(self.table, self.demo) if self.demo else "")
 
     def _label(self, row: Row) -> str:
         return f"{self.table.paper}/{self.table.name}: {row.name!r}"
