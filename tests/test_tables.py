@@ -202,7 +202,7 @@ def test_demo_results_hold_ours_and_say_what_was_measured_with_published_numbers
     md = (tmp_path / "results" / "demo" / PAPER / "t.md").read_text()
     assert md.startswith("# Toy table (demo scale)\n\n**Demo scale: these numbers are NOT comparable")
     assert "**The table at paper scale** (what the rows stand for" in md and "Two rows of the toy paper." in md
-    assert "`recall@1` = Recall@1; `map` = mAP." in md
+    assert "`recall@1` = Recall@1; `map` = mAP (each eval target's data: see `measured`)." in md
     main_table, reference = md.split("## Published numbers, for reference only")
     header = next(line for line in main_table.splitlines() if line.startswith("| row |"))
     assert "published" not in header and "diff" not in header and "| measured |" in header
@@ -315,7 +315,7 @@ def test_demo_metrics_read_a_column_from_another_metric_and_say_so(tmp_path):
     (run_dir,) = run_dirs(tmp_path).values()
     metrics = json.loads((run_dir / "metrics.json").read_text())["metrics"]
     assert float(line["paper/map"]) == pytest.approx(100 * metrics["map@r"], abs=0.005)
-    assert "`paper/map` = MAP@R" in (tmp_path / "results" / "demo" / PAPER / "t.md").read_text()
+    assert "`paper/map` = MAP@R (each eval target" in (tmp_path / "results" / "demo" / PAPER / "t.md").read_text()
 
 
 # --------------------------------------------------------------------------- code provenance and --force
@@ -524,7 +524,7 @@ def test_claim_relations_are_evaluated_on_our_rows():
     gain = Claim("t", ("A", "B", "C"), "A beats B and C", "seed", Relation("gain", ("m1", "m2"), "A", ("B", "C"), 1.5))
     numbers = {"A\0m1": 60.0, "A\0m2": 70.0, "B\0m1": 62.0, "B\0m2": 66.0, "C\0m1": 50.0, "C\0m2": 50.0}
     # by hand: A's mean 65, B's 64, C's 50: A - max(B, C) = 1
-    assert verdict(gain, numbers, demo=True) == "demo: A - best of [B, C] = +1.00 m1 and m2 (mean); stated +1.5"
+    assert verdict(gain, numbers, demo=True) == "demo: A - best of [B, C] = +1.00 mean of m1, m2; stated +1.5"
     assert verdict(gain, numbers, demo=False).startswith("holds: A - best of [B, C] = +1.00")
     assert verdict(gain, {**numbers, "B\0m1": 64.5}, demo=False).startswith("does not hold: A - best of [B, C] = -0.25")
     assert verdict(gain, {k: v for k, v in numbers.items() if k != "C\0m2"}, demo=False) == \
@@ -546,8 +546,8 @@ def test_demo_results_list_the_claims_with_our_demo_value(tmp_path):
     md = (tmp_path / "results" / "demo" / PAPER / "t.md").read_text()
     claims = md.split("## Claims")[1]
     assert "The first row beats the second. (seed 000_test.txt, section 1; rows: First row, Second (seed 1))" in claims
-    assert f"**demo: First row - best of [Second (seed 1)] = {mean(first) - mean(second):+.2f} recall@1 and map " \
-           "(mean); stated +1.5**" in claims
+    assert f"**demo: First row - best of [Second (seed 1)] = {mean(first) - mean(second):+.2f} mean of recall@1, " \
+           "map; stated +1.5**" in claims
     assert "**holds" not in claims and "**does not hold" not in claims  # a demo number neither confirms nor refutes
 
 

@@ -15,11 +15,11 @@ METRIC_NAMES = {"map": "mAP", "map@r": "MAP@R", "r-precision": "R-precision"}
 
 
 def metric_label(key: str) -> str:
-    """``"roxford5k/map@r"`` -> ``"MAP@R (roxford5k)"``; ``"recall@1"`` -> ``"Recall@1"``."""
+    """``"roxford5k/map@r"`` -> ``"MAP@R on eval target roxford5k"``; ``"recall@1"`` -> ``"Recall@1"``."""
     *prefix, metric = key.split("/")
     name = METRIC_NAMES.get(metric) or (metric.replace("recall@", "Recall@") if metric.startswith("recall@") else
                                         metric.replace("mp@", "mP@"))
-    return f"{name} ({'/'.join(prefix)})" if prefix else name
+    return f"{name} on eval target {'/'.join(prefix)}" if prefix else name
 
 
 def _split_size(dataset, root, split: str) -> str:
@@ -58,9 +58,9 @@ def measured(cfg: Config) -> str:
 
 
 def columns_measured(table: Table, demo: bool) -> str:
-    """One sentence naming the metric each column shows at this scale."""
+    """One sentence naming the metric each column shows at this scale (the targets' data are in ``measured``)."""
     return "Columns: " + "; ".join(f"`{column}` = {metric_label(table.metric_source(column, demo))}"
-                                   for column in table.metrics) + "."
+                                   for column in table.metrics) + " (each eval target's data: see `measured`)."
 
 
 def _value(relation: Relation, numbers: dict[str, float], row: str) -> float | None:
@@ -88,7 +88,7 @@ def holds(relation: Relation, value: float) -> bool | None:
 
 
 def _describe(relation: Relation, value: float) -> str:
-    metric = " and ".join(relation.metrics) + (" (mean)" if len(relation.metrics) > 1 else "")
+    metric = relation.metrics[0] if len(relation.metrics) == 1 else f"mean of {', '.join(relation.metrics)}"
     if relation.kind == "value":
         stated = f", stated {relation.stated:g}" if relation.stated is not None else ""
         return f"{relation.row}: {value:.2f} {metric}{stated}"
