@@ -5,9 +5,9 @@
 #                                              $RETRIEVAL_DATA_ROOT); rows of other datasets are skipped and named
 #   bash run_all.sh --force                    recompute every row, even those whose results are current
 # Tables are experiments/*/*.yaml files with `rows:`; results go to results/demo/<paper>/ or results/<paper>/.
-# A row is kept only when its results line was made from the same resolved config by the same code (fingerprint
-# of retrieval/); otherwise it is recomputed (paper scale: marked stale). Then the fresh numbers are compared with
-# the committed ones (git HEAD) row by row: results/demo/drift.md (results/drift.md at paper scale).
+# A demo row is reused only from a finished run of the same resolved config and code (fingerprint of retrieval/)
+# under runs/, so a fresh clone trains every row; at paper scale a results line of other code is marked stale.
+# Then the fresh numbers are compared with the committed ones (git HEAD) row by row: results/demo/drift.md.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 

@@ -5,6 +5,7 @@ import csv
 import importlib.util
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -81,8 +82,8 @@ def run_table(root: Path, table: Path, rows=None, demo=True, echo=lambda line: N
     return run.run(rows)
 
 
-def run_dirs(root: Path) -> dict[str, Path]:
-    return {p.name: p for p in (root / "runs" / "demo" / PAPER / "t").iterdir()}
+def run_dirs(root: Path, demo: bool = True) -> dict[str, Path]:
+    return {p.name: p for p in (root / "runs" / ("demo" if demo else "") / PAPER / "t").iterdir()}
 
 
 def mtimes(folder: Path) -> dict[str, int]:
@@ -236,13 +237,12 @@ def test_completed_rows_are_kept_by_config_hash(tmp_path):
     assert {name: mtimes(d) for name, d in run_dirs(tmp_path).items()} == before
     assert read_csv(csv_path) == first_lines
 
-    # the cache is the results file: it holds without the run directories too
-    for d in run_dirs(tmp_path).values():
-        for path in sorted(d.rglob("*"), reverse=True):
-            path.rmdir() if path.is_dir() else path.unlink()
-        d.rmdir()
-    assert run_table(tmp_path, table).computed == []
-    assert not any((tmp_path / "runs" / "demo" / PAPER / "t").iterdir())
+    # a fresh clone has the results files but no run directories: at demo scale every row is trained again
+    shutil.rmtree(tmp_path / "runs")
+    fresh = run_table(tmp_path, table)
+    assert fresh.computed == ["First row", "Second (seed 1)"] and fresh.kept == []
+    assert [{m: line[m] for m in ("recall@1", "map")} for line in read_csv(csv_path)] == \
+        [{m: line[m] for m in ("recall@1", "map")} for line in first_lines]
 
     # a changed override changes the hash: only that row is recomputed
     rows = rows_spec()
@@ -254,6 +254,15 @@ def test_completed_rows_are_kept_by_config_hash(tmp_path):
     assert lines[0] == first_lines[0]
     assert lines[1]["config_hash"] != first_lines[1]["config_hash"]
     assert [line["row"] for line in lines] == ["First row", "Second (seed 1)"]
+
+
+def test_at_paper_scale_the_cache_is_the_results_file_without_run_directories(tmp_path):
+    table = toy_paper(tmp_path, rows=cheap_rows())
+    run_table(tmp_path, table, demo=False)
+    shutil.rmtree(tmp_path / "runs")
+    again = run_table(tmp_path, table, demo=False)
+    assert again.computed == [] and again.kept == ["First row", "Second (seed 1)"]
+    assert not (tmp_path / "runs").exists()
 
 
 def test_a_config_that_already_ran_for_another_table_is_not_trained_again(tmp_path):
@@ -371,6 +380,9 @@ def test_at_paper_scale_a_line_made_by_other_code_is_stale_until_named_or_forced
     csv_path = tmp_path / "results" / PAPER / "t.csv"
     done = read_csv(csv_path)
     edit_csv(csv_path, {"code": OTHER_CODE})
+    code, _ = current_code()
+    for name, folder in run_dirs(tmp_path, demo=False).items():
+        folder.rename(folder.with_name(name.replace(code, OTHER_CODE)))
     report = run_table(tmp_path, table, demo=False)
     assert report.computed == [] and report.kept == []  # days of training are not redone silently...
     lines = read_csv(csv_path)

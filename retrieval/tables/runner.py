@@ -1,8 +1,9 @@
 """Run a table's rows: resolve each row's config, train it in its own run directory, record the results.
 
-A row whose results line already holds its resolved config's hash, its metrics and the current code's
-fingerprint is kept, not recomputed (``--force`` recomputes it anyway); a line made by other code is recomputed at
-demo scale and marked stale at paper scale. A row whose run directory holds an unfinished run resumes it from its
+A row is kept, not trained again, when a finished run of its resolved config made by the current code (same
+fingerprint) is in its run directory, or, at paper scale, when its results line holds the config's hash, its
+metrics and the current code's fingerprint; ``--force`` trains it anew. At paper scale a line made by other code is
+marked stale; at demo scale it is recomputed. A row whose run directory holds an unfinished run resumes it from its
 last checkpoint (``train`` does).
 """
 from __future__ import annotations
@@ -172,6 +173,7 @@ class TableRun:
                                                            self.force_since)
         if twin is not None:
             run_dir = twin
+        finished = (run_dir / "metrics.json").is_file()  # made by this code on this machine: read, not trained
         started = time.time()
         try:
             result = train(cfg, run_dir, progress=self.progress)
@@ -188,9 +190,12 @@ class TableRun:
                                              f"(run directory {run_dir}); fix the table's metrics or the row's "
                                              "eval config")
         ours = {column: percent(metrics[key]) for column, key in keys.items()}
-        (self.report.kept if twin else self.report.computed).append(row.name)
+        (self.report.kept if finished else self.report.computed).append(row.name)
         shared = f"same config as {display_path(run_dir)}, not trained again" if twin else ""
-        self.echo(f"{self._label(row)} done in {time.time() - started:.1f} s" + (f" ({shared})" if shared else "")
+        done = f"kept from finished run {display_path(run_dir)} (config {digest}, made by this code {self.code} " \
+            f"at commit {self.commit or 'unknown'})" \
+            if finished else f"done in {time.time() - started:.1f} s"
+        self.echo(f"{self._label(row)} {done}" + (f" ({shared})" if shared and not finished else "")
                   + ": " + ", ".join(f"{m} {v:.2f}" for m, v in ours.items()))
         return Outcome(DONE, digest, ours, commit=self.commit, note=shared, code=self.code)
 
@@ -212,8 +217,10 @@ class TableRun:
             old, digest = previous.get(row.name), self.hashes[row.name]
             other_code = old is not None and old.status == DONE and old.config_hash == digest \
                 and old.code != self.code
+            # demo rows are cheap: a results line is reused only through its finished run directory (so a fresh
+            # clone trains every row); paper-scale lines are reused as they are (days of training)
             if old is not None and old.complete_for(digest, self.table.metrics, self.code) \
-                    and not (self.force and row.name in wanted):
+                    and not (row.name in wanted and (self.force or self.demo)):
                 outcomes[row.name] = old
                 if row.name in wanted:
                     self.report.kept.append(row.name)
