@@ -277,7 +277,8 @@ def test_a_config_that_already_ran_for_another_table_is_not_trained_again(tmp_pa
     first = read_csv(tmp_path / "results" / "demo" / PAPER / "t.csv")[0]
     assert {k: line[k] for k in ("recall@1", "map", "config_hash")} == \
         {k: first[k] for k in ("recall@1", "map", "config_hash")}
-    assert line["status"] == "done" and "first-row-" in line["note"]
+    assert line["status"] == "done" and "run first-row-" in line["note"] and "of table toy/t," in line["note"]
+    assert "runs/" not in line["note"]  # runs/ is not in the repository: the note names the run, not a path
 
 
 def test_rows_subset_keeps_the_other_lines(tmp_path):
@@ -324,7 +325,9 @@ def test_demo_metrics_read_a_column_from_another_metric_and_say_so(tmp_path):
     (run_dir,) = run_dirs(tmp_path).values()
     metrics = json.loads((run_dir / "metrics.json").read_text())["metrics"]
     assert float(line["paper/map"]) == pytest.approx(100 * metrics["map@r"], abs=0.005)
-    assert "`paper/map` = MAP@R (each eval target" in (tmp_path / "results" / "demo" / PAPER / "t.md").read_text()
+    md = (tmp_path / "results" / "demo" / PAPER / "t.md").read_text()
+    assert "`paper/map` = MAP@R (each eval target" in md
+    assert "| row | recall@1 | MAP@R (stands for paper/map) | measured |" in md  # not headed by what it is not
 
 
 # --------------------------------------------------------------------------- code provenance and --force

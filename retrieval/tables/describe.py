@@ -33,10 +33,12 @@ def _split_size(dataset, root, split: str) -> str:
         return f"{len(set(labels.tolist())):,} classes, {len(labels):,} images"
     except (DatasetNotFoundError, KeyError, OSError, ValueError):
         stats = PUBLISHED.get(dataset.name, {}).get(split)
-        if stats is None or stats.classes is None:
-            return "size unknown until prepared"
-        images = f", {stats.images:,} images" if stats.images else ""
-        return f"{stats.classes:,} classes{images} (published size)"
+        if stats is not None and stats.classes is not None:
+            images = f", {stats.images:,} images" if stats.images else ""
+            return f"{stats.classes:,} classes{images} (published size)"
+        if stats is not None and stats.queries is not None and stats.gallery is not None:
+            return f"{stats.queries:,} queries, {stats.gallery:,} database images (published size)"
+        return "size unknown until prepared"
 
 
 def _dataset(component) -> str:

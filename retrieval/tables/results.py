@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from retrieval.io import csv_text, markdown_table, write_text
-from retrieval.tables.describe import verdict
+from retrieval.tables.describe import metric_label, verdict
 from retrieval.tables.spec import Row, Table
 
 DONE, SKIPPED, FAILED, NOT_RUN, STALE = "done", "skipped", "failed", "not run", "stale"
@@ -142,6 +142,12 @@ def results_line(table: Table, row: Row, outcome: Outcome, demo: bool, measured:
     return line
 
 
+def _demo_headers(table: Table) -> dict[str, str]:
+    """Demo scale: a column whose paper metric the demo cannot compute is headed by the metric it holds."""
+    return {column: f"{metric_label(key)} (stands for {column})" for column in table.metrics
+            if (key := table.metric_source(column, True)) != column}
+
+
 def _reference_section(table: Table, lines: list[dict]) -> str:
     """Demo scale: the published numbers in a table of their own, never beside (or subtracted from) ours."""
     shown = [line for line in lines if line["source"]]
@@ -178,8 +184,11 @@ def write_results(stem: Path, table: Table, outcomes: dict[str, Outcome], demo: 
     shown = columns(table.metrics, demo)
     if demo:  # the published columns stay in the CSV (data) but the markdown lists them apart
         shown = [c for c in shown if not c.startswith("published ") and c != "source"]
+    headers = _demo_headers(table) if demo else {}
     title = f"{table.title} (demo scale)" if demo else table.title
-    sections = [f"# {title}", *(n for n in notes if n), markdown_table(lines, shown),
+    sections = [f"# {title}", *(n for n in notes if n),
+                markdown_table([{headers.get(k, k): v for k, v in line.items()} for line in lines],
+                               [headers.get(c, c) for c in shown]),
                 _reference_section(table, lines) if demo else "",
                 _claims_section(table, outcomes, demo)]
     write_text(f"{stem}.csv", csv_text(lines, columns(table.metrics, demo)))

@@ -191,7 +191,9 @@ class TableRun:
                                              "eval config")
         ours = {column: percent(metrics[key]) for column, key in keys.items()}
         (self.report.kept if finished else self.report.computed).append(row.name)
-        shared = f"same config as {display_path(run_dir)}, not trained again" if twin else ""
+        # named by table and run, not by path: runs/ is not part of the repository
+        shared = f"same config and code as run {run_dir.name} of table {run_dir.parent.parent.name}/" \
+                 f"{run_dir.parent.name}, not trained again" if twin else ""
         done = f"kept from finished run {display_path(run_dir)} (config {digest}, made by this code {self.code} " \
             f"at commit {self.commit or 'unknown'})" \
             if finished else f"done in {time.time() - started:.1f} s"
