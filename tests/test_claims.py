@@ -56,6 +56,7 @@ def test_every_claim_appears_in_the_results_of_its_table(paper, tmp_path):
             write_results(tmp_path / name, table, outcomes, demo)
             md = (tmp_path / f"{name}.md").read_text()
             for claim in table.claims:
-                assert f"{claim.text} ({claim.source}; rows: {', '.join(claim.rows)})" in md, (name, claim.text)
+                rows = ", ".join(f'"{row}"' for row in claim.rows)
+                assert f"{claim.text} ({claim.source}; rows: {rows})" in md, (name, claim.text)
                 if claim.relation is not None:
                     assert "not evaluated yet" in md

@@ -539,16 +539,17 @@ def test_claim_relations_are_evaluated_on_our_rows():
     gain = Claim("t", ("A", "B", "C"), "A beats B and C", "seed", Relation("gain", ("m1", "m2"), "A", ("B", "C"), 1.5))
     numbers = {"A\0m1": 60.0, "A\0m2": 70.0, "B\0m1": 62.0, "B\0m2": 66.0, "C\0m1": 50.0, "C\0m2": 50.0}
     # by hand: A's mean 65, B's 64, C's 50: A - max(B, C) = 1
-    assert verdict(gain, numbers, demo=True) == "demo: A - best of [B, C] = +1.00 mean of m1, m2; stated +1.5"
-    assert verdict(gain, numbers, demo=False).startswith("holds: A - best of [B, C] = +1.00")
-    assert verdict(gain, {**numbers, "B\0m1": 64.5}, demo=False).startswith("does not hold: A - best of [B, C] = -0.25")
+    assert verdict(gain, numbers, demo=True) == 'demo: "A" - best of ["B", "C"] = +1.00 mean of m1, m2; stated +1.5'
+    assert verdict(gain, numbers, demo=False).startswith('holds: "A" - best of ["B", "C"] = +1.00')
+    worse = verdict(gain, {**numbers, "B\0m1": 64.5}, demo=False)
+    assert worse.startswith('does not hold: "A" - best of ["B", "C"] = -0.25')
     assert verdict(gain, {k: v for k, v in numbers.items() if k != "C\0m2"}, demo=False) == \
         "not evaluated yet: a row it names has no number"
     flat = Claim("t", ("A", "B"), "no gain", "seed", Relation("no_gain", ("m1",), "A", ("B",), within=1.0))
-    assert verdict(flat, {"A\0m1": 63.0, "B\0m1": 62.0}, demo=False).startswith("holds: A - best of [B] = +1.00")
+    assert verdict(flat, {"A\0m1": 63.0, "B\0m1": 62.0}, demo=False).startswith('holds: "A" - best of ["B"] = +1.00')
     assert verdict(flat, {"A\0m1": 63.01, "B\0m1": 62.0}, demo=False).startswith("does not hold")
     value = Claim("t", ("A",), "A reaches 66.6", "seed", Relation("value", ("m1",), "A", stated=66.6))
-    assert verdict(value, numbers, demo=False) == "ours: A: 60.00 m1, stated 66.6"
+    assert verdict(value, numbers, demo=False) == 'ours: "A": 60.00 m1, stated 66.6'
     assert verdict(Claim("t", ("A",), "text only", "seed"), numbers, demo=False) == ""
 
 
@@ -560,8 +561,9 @@ def test_demo_results_list_the_claims_with_our_demo_value(tmp_path):
     mean = lambda line: (float(line["recall@1"]) + float(line["map"])) / 2  # noqa: E731
     md = (tmp_path / "results" / "demo" / PAPER / "t.md").read_text()
     claims = md.split("## Claims")[1]
-    assert "The first row beats the second. (seed 000_test.txt, section 1; rows: First row, Second (seed 1))" in claims
-    assert f"**demo: First row - best of [Second (seed 1)] = {mean(first) - mean(second):+.2f} mean of recall@1, " \
+    assert 'The first row beats the second. (seed 000_test.txt, section 1; rows: "First row", "Second (seed 1)")' \
+        in claims
+    assert f'**demo: "First row" - best of ["Second (seed 1)"] = {mean(first) - mean(second):+.2f} mean of recall@1, ' \
            "map; stated +1.5**" in claims
     assert "**holds" not in claims and "**does not hold" not in claims  # a demo number neither confirms nor refutes
 

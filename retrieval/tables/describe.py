@@ -65,6 +65,11 @@ def columns_measured(table: Table, demo: bool) -> str:
                                    for column in table.metrics) + " (each eval target's data: see `measured`)."
 
 
+def quoted(rows) -> str:
+    """Row names in double quotes, comma-separated (row names contain commas themselves)."""
+    return ", ".join(f'"{row}"' for row in rows)
+
+
 def _value(relation: Relation, numbers: dict[str, float], row: str) -> float | None:
     values = [numbers.get(f"{row}\0{m}") for m in relation.metrics]
     return None if any(v is None for v in values) else sum(values) / len(values)
@@ -93,10 +98,10 @@ def _describe(relation: Relation, value: float) -> str:
     metric = relation.metrics[0] if len(relation.metrics) == 1 else f"mean of {', '.join(relation.metrics)}"
     if relation.kind == "value":
         stated = f", stated {relation.stated:g}" if relation.stated is not None else ""
-        return f"{relation.row}: {value:.2f} {metric}{stated}"
+        return f"{quoted([relation.row])}: {value:.2f} {metric}{stated}"
     stated = f"; stated {relation.stated:+g}" if relation.stated is not None else ""
     within = f" (claim: at most {relation.within:g} above)" if relation.kind == "no_gain" else ""
-    return f"{relation.row} - best of [{', '.join(relation.over)}] = {value:+.2f} {metric}{within}{stated}"
+    return f"{quoted([relation.row])} - best of [{quoted(relation.over)}] = {value:+.2f} {metric}{within}{stated}"
 
 
 def verdict(claim: Claim, numbers: dict[str, float], demo: bool) -> str:

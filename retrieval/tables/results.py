@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from retrieval.io import csv_text, markdown_table, write_text
-from retrieval.tables.describe import metric_label, verdict
+from retrieval.tables.describe import metric_label, quoted, verdict
 from retrieval.tables.spec import Row, Table
 
 DONE, SKIPPED, FAILED, NOT_RUN, STALE = "done", "skipped", "failed", "not run", "stale"
@@ -166,7 +166,7 @@ def _claims_section(table: Table, outcomes: dict[str, Outcome], demo: bool) -> s
     numbers = {f"{name}\0{metric}": value for name, outcome in outcomes.items() if outcome.status == DONE
                for metric, value in outcome.metrics.items()}
     verdicts = [verdict(claim, numbers, demo) for claim in table.claims]
-    items = [f"- {claim.text} ({claim.source}; rows: {', '.join(claim.rows)})" + (f". **{verdict}**" if verdict else "")
+    items = [f"- {claim.text} ({claim.source}; rows: {quoted(claim.rows)})" + (f". **{verdict}**" if verdict else "")
              for claim, verdict in zip(table.claims, verdicts)]
     return "## Claims\n\n" + CLAIMS_LEGEND.format(paper=table.paper) + "\n\n" + "\n".join(items) + "\n"
 
