@@ -495,6 +495,11 @@ def test_drift_report_compares_fresh_numbers_with_the_committed_ones_row_by_row(
     assert "| results/demo/toy/t.csv | a | 0.90 | recall@1 +0.90 |  |" in text  # published columns not compared
     assert "| new |  |  | new row (not in the committed file at HEAD) |" in text
     assert "| gone |  |  | committed row no longer in the table |" in text
+    # a CSV of another kind (a benchmark) is not a table's results
+    (tmp_path / "results" / "demo" / "benchmarks").mkdir()
+    (tmp_path / "results" / "demo" / "benchmarks" / "knn.csv").write_text("n,seconds\n1,2\n")
+    assert drift_main(["--results", "results/demo"]) == 0
+    assert "knn" not in (tmp_path / "results" / "demo" / "drift.md").read_text()
     # a results file git has never seen is reported, not compared
     write_csv(tmp_path / "results" / "demo" / "other" / "u.csv", results_lines({"x": ("1.00", "")}))
     assert [d.note for d in table_drift(tmp_path / "results" / "demo" / "other" / "u.csv")] == \

@@ -44,6 +44,12 @@ def _number(text: str | None) -> float | None:
         return None
 
 
+def is_results_file(path: Path) -> bool:
+    """Whether ``path`` is a table's results CSV (it has the runner's bookkeeping columns)."""
+    header, _ = _lines(path.read_text(encoding="utf-8").split("\n", 1)[0] + "\n")
+    return {"row", "status", "config_hash"} <= set(header)
+
+
 def table_drift(path: Path, ref: str = "HEAD") -> list[RowDrift]:
     """One :class:`RowDrift` per row of the results CSV at ``path`` against its version committed at ``ref``."""
     name = display_path(path)
@@ -97,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="percentage points a metric may move before it is named (default: %(default)s)")
     p.add_argument("--output", type=Path, help="where to write the report (default: <results>/drift.md)")
     args = p.parse_args(argv)
-    paths = sorted(args.results.glob("*/*.csv"))
+    # table results only (results/benchmarks/*.csv are measurements of another kind)
+    paths = [path for path in sorted(args.results.glob("*/*.csv")) if is_results_file(path)]
     if not paths:
         print(f"no results CSV under {args.results}", file=sys.stderr)
         return 2
