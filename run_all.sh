@@ -3,17 +3,22 @@
 #   bash run_all.sh                            demo scale: bundled data, tiny CNN, CPU; minutes on 2 cores
 #   bash run_all.sh --full [--data-root DIR]   paper scale for every dataset prepared under DIR (default:
 #                                              $RETRIEVAL_DATA_ROOT); rows of other datasets are skipped and named
+#   bash run_all.sh --force                    recompute every row, even those whose results are current
 # Tables are experiments/*/*.yaml files with `rows:`; results go to results/demo/<paper>/ or results/<paper>/.
-# Rows already in the results with the same resolved config are kept, so a second run only fills what is missing.
+# A demo row is reused only from a finished run of the same resolved config and code (fingerprint of retrieval/)
+# under runs/, so a fresh clone trains every row; at paper scale a results line of other code is marked stale.
+# Then the fresh numbers are compared with the committed ones (git HEAD) row by row: results/demo/drift.md.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
-usage() { sed -n '2,7p' "${BASH_SOURCE[0]}" | cut -c3-; }
+usage() { sed -n '2,10p' "${BASH_SOURCE[0]}" | cut -c3-; }
 scale=(--demo)
 data_root=()
+force=()
 while (($#)); do
   case "$1" in
     --full) scale=() ;;
+    --force) force=(--force) ;;
     --data-root)
       (($# >= 2)) || { echo "run_all.sh: --data-root needs a folder" >&2; exit 2; }
       data_root=(--data-root "$2"); shift ;;
@@ -38,8 +43,17 @@ status=0
 started=$SECONDS
 echo "== tables ($([[ ${#scale[@]} -gt 0 ]] && echo demo scale || echo paper scale))"
 # one process for every table: torch and the datasets are imported once
-"$PYTHON" -m retrieval table --all "${scale[@]}" "${data_root[@]}" || status=$?
+"$PYTHON" -m retrieval table --all "${scale[@]}" "${data_root[@]}" "${force[@]}" || status=$?
 tables_seconds=$((SECONDS - started))
+
+echo "== drift from the committed results"
+results=results/demo
+((${#scale[@]})) || results=results
+if compgen -G "$results/*/*.csv" >/dev/null; then
+  "$PYTHON" -m retrieval.tables.drift --results "$results" || status=$?
+else
+  echo "no results under $results"
+fi
 
 echo "== notebooks"
 shopt -s nullglob

@@ -39,7 +39,7 @@ from retrieval.evaluation.knn import DEFAULT_BLOCK_SIZE, exact_features, knn, ma
 from retrieval.evaluation.metrics import per_query_metrics, recall_at_k
 from retrieval.io import write_table
 
-# Dataset sizes: the SOP test split (Song et al., CVPR 2016) and the VGGFace2 test set ("about 169k", Cao et al. 2018).
+# Dataset sizes from docs/sources.md (SOP test split; VGGFace2 test, "about 169k").
 SOP_TEST_IMAGES, SOP_TEST_CLASSES = 60_502, 11_316
 VGGFACE2_TEST_IMAGES = 169_000
 DIM = 512

@@ -30,7 +30,7 @@ class Statistics:
     gallery: int | None = None
 
 
-# Source: /work/shared/reference/published.md, "Dataset statistics (for verification)".
+# Source: docs/sources.md, "Dataset statistics (for verification)".
 # VGGFace2 test images ("about 169k") and IJB-C have no exact published count, so they are not compared.
 PUBLISHED: dict[str, dict[str, Statistics]] = {
     "cars196": {"train": Statistics(8_054, 98), "test": Statistics(8_131, 98)},

@@ -18,12 +18,15 @@ def parser() -> argparse.ArgumentParser:
         prog="python -m retrieval table",
         description="Run every row of a paper table and write results/[demo/]<paper>/<table>.{csv,md} with our "
                     "metrics beside the published ones. Rows already in the results with the same resolved "
-                    "config are kept; an interrupted row resumes from its last checkpoint.")
+                    "config, made by the same code, are kept (--force recomputes them); an interrupted row resumes "
+                    "from its last checkpoint.")
     p.add_argument("tables", nargs="*", type=Path,
                    help="table files, e.g. experiments/smooth_ap/table_sop.yaml (--list shows them)")
     p.add_argument("--demo", action="store_true",
                    help="demo scale: bundled data, tiny CNN, CPU; writes under results/demo/")
     p.add_argument("--rows", nargs="+", metavar="NAME", help="run only these rows (others keep their lines)")
+    p.add_argument("--force", action="store_true",
+                   help="recompute the selected rows (--rows, else every row) even when their results are current")
     p.add_argument("--data-root", type=Path,
                    help=f"folder holding one prepared folder per dataset (default: ${DATA_ROOT_ENV})")
     p.add_argument("--all", action="store_true", help="every table file under --experiments")
@@ -99,7 +102,8 @@ def main(argv: list[str] | None = None) -> None:
     started, reports, errors = time.time(), [], {}
     for path in tables:
         try:
-            run = TableRun(load_table(path), args.demo, args.results, args.runs, progress=args.progress)
+            run = TableRun(load_table(path), args.demo, args.results, args.runs, progress=args.progress,
+                           force=args.force, force_since=started)
             reports.append(run.run(args.rows))
         except ConfigError as error:
             if len(tables) == 1:

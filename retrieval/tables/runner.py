@@ -1,12 +1,15 @@
 """Run a table's rows: resolve each row's config, train it in its own run directory, record the results.
 
-A row whose results line already holds its resolved config's hash and metrics is kept, not recomputed;
-a row whose run directory holds an unfinished run resumes it from its last checkpoint (``train`` does).
+A row is kept, not trained again, when a finished run of its resolved config made by the current code (same
+fingerprint) is in its run directory, or, at paper scale, when its results line holds the config's hash, its
+metrics and the current code's fingerprint; ``--force`` trains it anew. At paper scale a line made by other code is
+marked stale; at demo scale it is recomputed. A row whose run directory holds an unfinished run resumes it from its
+last checkpoint (``train`` does).
 """
 from __future__ import annotations
 
-import json
 import re
+import shutil
 import time
 import traceback
 from collections.abc import Callable
@@ -18,8 +21,9 @@ import yaml
 from retrieval.config import Config, ConfigError, config_hash, load_config
 from retrieval.data.datasets.parsing import DatasetNotFoundError, prepare_command
 from retrieval.engine.evaluate import splits_of
-from retrieval.engine.run_dir import ENVIRONMENT, git_commit
 from retrieval.engine.trainer import Interrupted, train
+from retrieval.tables.describe import columns_measured, measured
+from retrieval.tables.provenance import current_code
 from retrieval.tables.results import (
     DONE,
     FAILED,
@@ -87,24 +91,19 @@ def slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "row"
 
 
-def run_dir_for(runs_root: str | Path, table: Table, row: Row, cfg: Config, demo: bool) -> Path:
+def run_dir_for(runs_root: str | Path, table: Table, row: Row, cfg: Config, demo: bool, code: str) -> Path:
+    """``<runs>/[demo/]<paper>/<table>/<row>-<config hash>-<code fingerprint>``: other code, other directory, so a
+    finished run of other code is never returned as this code's."""
     base = Path(runs_root) / "demo" if demo else Path(runs_root)
-    return base / table.paper / table.name / f"{slug(row.name)}-{config_hash(cfg)}"
+    return base / table.paper / table.name / f"{slug(row.name)}-{config_hash(cfg)}-{code}"
 
 
-def finished_twin(runs_root: str | Path, demo: bool, digest: str) -> Path | None:
-    """A finished run of the same resolved config made for another row (tables share their baseline rows)."""
+def finished_twin(runs_root: str | Path, demo: bool, digest: str, code: str, since: float | None = None) -> Path | None:
+    """A finished run of the same resolved config and code made for another row (tables share their baseline
+    rows); with ``since``, only one finished at or after that time (``--force``: made by this invocation)."""
     base = Path(runs_root) / "demo" if demo else Path(runs_root)
-    return next((m.parent for m in sorted(base.glob(f"*/*/*-{digest}/metrics.json"))), None)
-
-
-def run_commit(run_dir: Path) -> str:
-    """The commit a run started at (its environment record), else the current one."""
-    try:
-        commit = json.loads((run_dir / ENVIRONMENT).read_text()).get("commit")
-    except (OSError, ValueError):
-        commit = None
-    return commit or git_commit() or ""
+    return next((m.parent for m in sorted(base.glob(f"*/*/*-{digest}-{code}/metrics.json"))
+                 if since is None or m.stat().st_mtime >= since), None)
 
 
 def datasets_of(cfg: Config):
@@ -129,14 +128,30 @@ class TableRun:
     """One run of a table: keeps the results files current after every row."""
 
     def __init__(self, table: Table, demo: bool, results_root: str | Path, runs_root: str | Path,
-                 progress: bool = False, echo: Callable[[str], None] = print):
+                 progress: bool = False, echo: Callable[[str], None] = print, force: bool = False,
+                 force_since: float | None = None):
         self.table, self.demo, self.runs_root, self.progress, self.echo = table, demo, runs_root, progress, echo
+        # --force: recompute the selected rows, reusing only runs this invocation made (since force_since)
+        self.force, self.force_since = force, (time.time() if force_since is None else force_since) if force else None
+        self.code, self.commit = current_code()
         paper_demo = paper_demo_overrides(table) if demo else None
         # every row resolves before any trains, so a mistake in the table file costs no training time
         self.configs = {row.name: resolve_config(table, row, demo, paper_demo) for row in table.rows}
         self.hashes = {name: config_hash(cfg) for name, cfg in self.configs.items()}
         self.stem = results_stem(results_root, table, demo)
         self.report = Report(table, self.stem)
+        self.measured = {name: self._measured(cfg) for name, cfg in self.configs.items()}
+
+    @staticmethod
+    def _measured(cfg: Config) -> str:
+        try:
+            return measured(cfg)
+        except Exception as error:  # a description must never cost a row its training
+            return f"not described ({type(error).__name__}: {error})"
+
+    def _write(self, outcomes: dict[str, Outcome]) -> None:
+        write_results(self.stem, self.table, outcomes, self.demo, self.measured,
+                      columns_measured(self.table, self.demo) if self.demo else "")
 
     def _label(self, row: Row) -> str:
         return f"{self.table.paper}/{self.table.name}: {row.name!r}"
@@ -151,10 +166,14 @@ class TableRun:
                           f"prepare it with `{prepare_command(dataset)}`")
             return Outcome(SKIPPED, digest, note="; ".join(f"dataset {name!r} is not prepared ({why})"
                                                            for name, why in missing.items()))
-        run_dir = run_dir_for(self.runs_root, self.table, row, cfg, self.demo)
-        twin = None if run_dir.exists() else finished_twin(self.runs_root, self.demo, digest)
+        run_dir = run_dir_for(self.runs_root, self.table, row, cfg, self.demo, self.code)
+        if self.force and run_dir.exists():
+            shutil.rmtree(run_dir)  # this row's own directory: --force means trained again from scratch
+        twin = None if run_dir.exists() else finished_twin(self.runs_root, self.demo, digest, self.code,
+                                                           self.force_since)
         if twin is not None:
             run_dir = twin
+        finished = (run_dir / "metrics.json").is_file()  # made by this code on this machine: read, not trained
         started = time.time()
         try:
             result = train(cfg, run_dir, progress=self.progress)
@@ -171,11 +190,16 @@ class TableRun:
                                              f"(run directory {run_dir}); fix the table's metrics or the row's "
                                              "eval config")
         ours = {column: percent(metrics[key]) for column, key in keys.items()}
-        (self.report.kept if twin else self.report.computed).append(row.name)
-        shared = f"same config as {display_path(run_dir)}, not trained again" if twin else ""
-        self.echo(f"{self._label(row)} done in {time.time() - started:.1f} s" + (f" ({shared})" if shared else "")
+        (self.report.kept if finished else self.report.computed).append(row.name)
+        # named by table and run, not by path: runs/ is not part of the repository
+        shared = f"same config and code as run {run_dir.name} of table {run_dir.parent.parent.name}/" \
+                 f"{run_dir.parent.name}, not trained again" if twin else ""
+        done = f"kept from finished run {display_path(run_dir)} (config {digest}, made by this code {self.code} " \
+            f"at commit {self.commit or 'unknown'})" \
+            if finished else f"done in {time.time() - started:.1f} s"
+        self.echo(f"{self._label(row)} {done}" + (f" ({shared})" if shared and not finished else "")
                   + ": " + ", ".join(f"{m} {v:.2f}" for m, v in ours.items()))
-        return Outcome(DONE, digest, ours, commit=run_commit(run_dir), note=shared)
+        return Outcome(DONE, digest, ours, commit=self.commit, note=shared, code=self.code)
 
     def _failed(self, row: Row, digest: str, why: str) -> Outcome:
         self.report.failed.append(row.name)
@@ -193,25 +217,36 @@ class TableRun:
         outcomes, todo = {}, []
         for row in self.table.rows:
             old, digest = previous.get(row.name), self.hashes[row.name]
-            if old is not None and old.complete_for(digest, self.table.metrics):
+            other_code = old is not None and old.status == DONE and old.config_hash == digest \
+                and old.code != self.code
+            # demo rows are cheap: a results line is reused only through its finished run directory (so a fresh
+            # clone trains every row); paper-scale lines are reused as they are (days of training)
+            if old is not None and old.complete_for(digest, self.table.metrics, self.code) \
+                    and not (row.name in wanted and (self.force or self.demo)):
                 outcomes[row.name] = old
                 if row.name in wanted:
                     self.report.kept.append(row.name)
-                    self.echo(f"{self._label(row)} kept from {self.stem}.csv (config {digest} already ran)")
-            elif row.name in wanted:
+                    self.echo(f"{self._label(row)} kept from {self.stem}.csv (config {digest}, made by this code "
+                              f"{self.code} at commit {old.commit or 'unknown'})")
+            elif row.name in wanted and (self.demo or self.force or rows or not other_code):
                 outcomes[row.name] = Outcome(NOT_RUN, digest)
                 todo.append(row)
             elif old is not None and old.status == DONE:
-                why = f"config changed since this ran (now {digest})" if old.config_hash != digest \
+                why = (f"made by other code ({old.code or 'not recorded'} at commit {old.commit or 'unknown'}; the "
+                       f"code now is {self.code}): rerun it with --force or its command") if other_code \
+                    else f"config changed since this ran (now {digest})" if old.config_hash != digest \
                     else "the table has metrics this run did not record"
-                outcomes[row.name] = Outcome(STALE, old.config_hash, old.metrics, old.commit, why)
+                outcomes[row.name] = Outcome(STALE, old.config_hash, old.metrics, old.commit, why, old.code)
             elif old is not None and old.config_hash == digest:
                 outcomes[row.name] = old
             else:
                 outcomes[row.name] = Outcome(NOT_RUN, digest)
-        write_results(self.stem, self.table, outcomes, self.demo)
+        self._write(outcomes)
         for row in todo:
+            if row.name in previous and previous[row.name].code not in ("", self.code):
+                self.echo(f"{self._label(row)}: its line was made by other code ({previous[row.name].code}); "
+                          "recomputing")
             outcomes[row.name] = self._train_row(row)
-            write_results(self.stem, self.table, outcomes, self.demo)
+            self._write(outcomes)
         self.report.seconds = time.time() - started
         return self.report

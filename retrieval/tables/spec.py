@@ -17,8 +17,14 @@ TABLE_KEYS = {"title": True, "paper": True, "description": False, "metrics": Tru
               "demo": False, "rows": True}  # key -> required
 ROW_KEYS = {"name": True, "config": True, "overrides": False, "demo_overrides": False, "published": False}
 DEMO_KEYS = {"overrides": False, "metrics": False}
-PUBLISHED_KEYS = {"sources": True, "entries": True}
+PUBLISHED_KEYS = {"sources": True, "entries": True, "claims": False}
 ENTRY_KEYS = {"source": True, "values": True}
+CLAIM_KEYS = {"table": True, "rows": True, "claim": True, "source": True, "relation": False}
+RELATION_KEYS = {"kind": True, "metric": True, "row": True, "over": False, "stated": False, "within": False}
+# gain: `row` is above every row of `over`; no_gain: `row` is at most `within` points above them;
+# value: `row`'s number beside the stated one (a fact to read, not a relation to check)
+RELATION_KINDS = ("gain", "no_gain", "value")
+PUBLISHED_FILE = "published.yaml"
 PAPER_DEMO = "demo.yaml"
 TABLE_ROWS = re.compile(r"^rows\s*:", re.MULTILINE)
 
@@ -33,6 +39,30 @@ class Published:
 
     values: dict[str, float]
     source: str
+
+
+@dataclass(frozen=True)
+class Relation:
+    """A claim as a relation between rows of its table, evaluated on our numbers (docs/tables.md, "Claims").
+    ``metrics`` are table columns; with several, a row's value is their mean."""
+
+    kind: str
+    metrics: tuple[str, ...]
+    row: str
+    over: tuple[str, ...] = ()
+    stated: float | None = None
+    within: float = 0.0
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A result a source states in words, recorded beside the table rows it concerns."""
+
+    table: str
+    rows: tuple[str, ...]
+    text: str
+    source: str
+    relation: Relation | None = None
 
 
 @dataclass
@@ -55,6 +85,7 @@ class Table:
     demo_overrides: dict | list = field(default_factory=dict)
     demo_metrics: dict[str, str] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)
+    claims: list[Claim] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -153,6 +184,83 @@ def load_published(path: Path) -> tuple[dict[str, str], dict[str, Published]]:
     return texts, entries
 
 
+def _strings(value, key: str, where: _Where) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not value:
+        raise TableError(f"{where(key)}: {key} must be a row name or a non-empty list of them, not {value!r}")
+    return tuple(_string(v, f"{key}.{i}", where) for i, v in enumerate(value))
+
+
+def _relation(data, key: str, where: _Where) -> Relation:
+    _check_keys(data, RELATION_KEYS, key, where, "relation")
+    kind = _string(data["kind"], f"{key}.kind", where)
+    if kind not in RELATION_KINDS:
+        raise TableError(f"{where(key + '.kind')}: relation kind {kind!r} is not one of {', '.join(RELATION_KINDS)}."
+                         + closest(kind, RELATION_KINDS))
+    over = _strings(data["over"], f"{key}.over", where) if data.get("over") is not None else ()
+    if (kind == "value") != (not over):
+        raise TableError(f"{where(key)}: a {kind!r} relation " + ("takes no 'over' rows" if kind == "value" else
+                                                                  "needs the rows it is compared with in 'over'"))
+    numbers = {}
+    for name in ("stated", "within"):
+        value = data.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise TableError(f"{where(f'{key}.{name}')}: {name} must be a number of percentage points, not {value!r}")
+        numbers[name] = None if value is None else float(value)
+    return Relation(kind, _strings(data["metric"], f"{key}.metric", where), _string(data["row"], f"{key}.row", where),
+                    over, numbers["stated"], numbers["within"] or 0.0)
+
+
+def load_claims(path: Path) -> list[Claim]:
+    """The ``claims:`` of a published.yaml, validated in form (that their table and rows exist is checked when
+    the table is loaded, :func:`load_table`)."""
+    data, sources = load_yaml_tree(path)
+    where = _Where(path, sources)
+    claims = data.get("claims") if isinstance(data, dict) else None
+    if claims is None:
+        return []
+    if not isinstance(claims, list):
+        raise TableError(f"{where('claims')}: claims must be a list of {{table, rows, claim, source, relation}}")
+    parsed = []
+    for index, item in enumerate(claims):
+        key = f"claims.{index}"
+        _check_keys(item, CLAIM_KEYS, key, where, f"claim {index + 1}")
+        parsed.append(Claim(table=_string(item["table"], f"{key}.table", where),
+                            rows=_strings(item["rows"], f"{key}.rows", where),
+                            text=" ".join(_string(item["claim"], f"{key}.claim", where).split()),
+                            source=_string(item["source"], f"{key}.source", where),
+                            relation=_relation(item["relation"], f"{key}.relation", where)
+                            if item.get("relation") is not None else None))
+    return parsed
+
+
+def _table_claims(table_path: Path, names: list[str], metrics: list[str]) -> list[Claim]:
+    """The claims of the paper's published.yaml about the table at ``table_path``; each names rows and columns
+    of that table, or a :class:`TableError` says which does not."""
+    path = table_path.parent / PUBLISHED_FILE
+    if not path.is_file():
+        return []
+    _, sources = load_yaml_tree(path)
+    where = _Where(path, sources)
+    claims = []
+    for index, claim in enumerate(load_claims(path)):
+        if claim.table != table_path.stem:
+            continue
+        relation = claim.relation
+        named = [*claim.rows, *((relation.row, *relation.over) if relation else ())]
+        for row in named:
+            if row not in names:
+                raise TableError(f"{where(f'claims.{index}')}: the claim names row {row!r}, which table "
+                                 f"{table_path} does not have.{closest(row, names)}")
+        for metric in relation.metrics if relation else ():
+            if metric not in metrics:
+                raise TableError(f"{where(f'claims.{index}.relation.metric')}: {metric!r} is not a column of "
+                                 f"{table_path} ({metrics}).{closest(metric, metrics)}")
+        claims.append(claim)
+    return claims
+
+
 def _metrics(value, where: _Where) -> list[str]:
     if not isinstance(value, list) or not value or not all(isinstance(m, str) and m for m in value):
         raise TableError(f"{where('metrics')}: metrics must be a non-empty list of metric keys "
@@ -228,7 +336,7 @@ def load_table(path: str | Path) -> Table:
                  metrics=metrics, rows=rows,
                  demo_overrides=_overrides(demo.get("overrides"), "demo.overrides", where),
                  demo_metrics=_demo_metrics(demo.get("metrics"), metrics, where),
-                 sources=sources_text)
+                 sources=sources_text, claims=_table_claims(path, names, metrics))
 
 
 def is_table_file(path: Path) -> bool:

@@ -1,5 +1,5 @@
 """The CGD experiments (experiments/cgd): every config validates, every table resolves at paper and demo
-scale, and every published number is one that shared/reference/published.md prints, for the dataset,
+scale, and every published number is one that docs/sources.md prints, for the dataset,
 descriptor combination and cropping of the row it is compared with, from the source it names."""
 from __future__ import annotations
 
@@ -17,19 +17,19 @@ from retrieval.tables.spec import is_table_file, load_published, load_table
 
 ROOT = Path(__file__).resolve().parents[2]
 CGD = ROOT / "experiments" / "cgd"
-PUBLISHED_MD = ROOT.parent / "shared" / "reference" / "published.md"
+PUBLISHED_MD = ROOT / "docs" / "sources.md"  # the repository's copy of the published numbers
 
 TABLES = sorted(p for p in CGD.glob("*.yaml") if is_table_file(p))
 CONFIGS = sorted(p for p in CGD.glob("*.yaml") if p not in TABLES and p.name not in ("demo.yaml", "published.yaml"))
 # The paper's 12 descriptor configurations, as issue 5 lists them.
 COMBINATIONS = ("S", "M", "G", "SM", "MS", "SG", "GS", "MG", "GM", "SMG", "MSG", "GSM")
-# published.md's dataset names -> our dataset registry names.
+# docs/sources.md's dataset names -> our dataset registry names.
 DATASETS = {"CARS196": "cars196", "CUB-200-2011": "cub200", "CUB": "cub200", "SOP": "sop", "In-shop": "inshop"}
 # The K of each dataset's Recall@K convention (the issue's, independent of the configs).
 KS = {"cars196": [1, 2, 4, 8], "cub200": [1, 2, 4, 8], "sop": [1, 10, 100, 1000], "inshop": [1, 10, 20, 30, 40, 50]}
 
 
-# ---------------------------------------------------------------------------- published.md, parsed independently
+# ---------------------------------------------------------------------------- docs/sources.md, parsed independently
 def cgd_section() -> str:
     text = PUBLISHED_MD.read_text()
     match = re.search(r"^## CGD.*?$(.*?)(?=^## )", text, re.S | re.M)
@@ -40,13 +40,13 @@ def cgd_section() -> str:
 def paragraph(section: str, opening: str) -> str:
     """The blank-line separated paragraph of ``section`` that starts with ``opening``."""
     found = [p for p in re.split(r"\n\s*\n", section) if p.strip().startswith(opening)]
-    assert len(found) == 1, f"published.md's CGD section has {len(found)} paragraphs starting {opening!r}"
+    assert len(found) == 1, f"docs/sources.md's CGD section has {len(found)} paragraphs starting {opening!r}"
     return " ".join(found[0].split())
 
 
 def published_facts() -> dict[tuple[str, str, str, bool | None], dict[str, float]]:
     """``(source, dataset, descriptors, cropped or None) -> {recall@K: percent}`` for every CGD number in
-    published.md; ``cropped`` is None where the source does not say."""
+    docs/sources.md; ``cropped`` is None where the source does not say."""
     section, facts = cgd_section(), {}
     # Source C: "CARS196 94.8 (SG), CUB-200-2011 79.2 (MG), ..." (Recall@1 only).
     source_c = paragraph(section, "Source C").split("Recall@1:", 1)[1]
@@ -65,7 +65,7 @@ def published_facts() -> dict[tuple[str, str, str, bool | None], dict[str, float
         lists = re.findall(r"([\d.]+(?:/[\d.]+)+)(?: (uncropped|cropped))?", part[head.end():])
         for values, cropping in lists:
             numbers = [float(v) for v in values.split("/")]
-            assert len(numbers) == len(ks), f"published.md third-party {part!r}: {numbers} vs R@{ks}"
+            assert len(numbers) == len(ks), f"docs/sources.md third-party {part!r}: {numbers} vs R@{ks}"
             key = ("third-party", DATASETS[head.group(1)], head.group(2), {"": None, "cropped": True,
                                                                             "uncropped": False}[cropping])
             facts[key] = {f"recall@{k}": v for k, v in zip(ks, numbers)}
@@ -83,10 +83,10 @@ def test_published_md_parses_into_every_cgd_number():
 
 
 def source_label(description: str) -> str:
-    """Which published.md source a published.yaml ``sources`` text names."""
+    """Which docs/sources.md source a published.yaml ``sources`` text names."""
     labels = [label for label, pattern in (("C", r"\bSource C\b"), ("D", r"\bSource D\b"),
                                            ("third-party", r"(?i)third-party")) if re.search(pattern, description)]
-    assert len(labels) == 1, f"source text {description!r} must name exactly one published.md source"
+    assert len(labels) == 1, f"source text {description!r} must name exactly one docs/sources.md source"
     return labels[0]
 
 
@@ -183,10 +183,10 @@ def test_every_published_value_is_in_published_md_for_the_row_it_is_compared_wit
         descriptors, cropped = cfg.model.head.args["descriptors"], cfg.data.crop_boxes
         candidates = [(source, cfg.data.dataset.name, descriptors, c) for c in (cropped, None)]
         fact = next((facts[key] for key in candidates if key in facts), None)
-        assert fact is not None, f"{table}: row {row.name!r} cites {source} for {candidates[0]}, not in published.md"
+        assert fact is not None, f"{table}: row {row.name!r} cites {source} for {candidates[0]}, not in docs/sources.md"
         assert row.published.values == fact, f"{table}: row {row.name!r}"
         seen.add(next(key for key in candidates if key in facts))
-    assert seen == set(facts), f"published.md numbers no row is compared with: {set(facts) - seen}"
+    assert seen == set(facts), f"docs/sources.md numbers no row is compared with: {set(facts) - seen}"
 
 
 def test_every_published_entry_is_compared_with_a_row_and_ablations_carry_none():

@@ -1,6 +1,6 @@
 """Listwise AP experiments (experiments/listwise_ap): every config and table file validates at paper and demo
 scale, the columns are metrics the rows' evaluation really produces, and every published number is the one
-shared/reference/published.md prints, under the source that prints it."""
+docs/sources.md prints, under the source that prints it."""
 from __future__ import annotations
 
 import importlib.util
@@ -21,7 +21,7 @@ from retrieval.tables.spec import is_table_file, load_published, load_table
 
 REPO = Path(__file__).resolve().parents[2]
 PAPER = REPO / "experiments" / "listwise_ap"
-REFERENCE = Path("shared") / "reference" / "published.md"
+REFERENCE = REPO / "docs" / "sources.md"  # the repository's copy of the published numbers
 TABLE_FILES = sorted(p for p in PAPER.glob("*.yaml") if is_table_file(p))
 CONFIG_FILES = sorted(p for p in PAPER.glob("*.yaml") if p not in TABLE_FILES
                       and p.name not in ("demo.yaml", "published.yaml"))
@@ -31,10 +31,10 @@ CONFIG_FILES = sorted(p for p in PAPER.glob("*.yaml") if p not in TABLE_FILES
 REQUIRED_TABLES = {"whitening", "ceteris_paribus", "sota", "sota_r1m", "num_bins", "batch_size", "class_sampling",
                    "tie_aware"}
 
-#: Our metric key -> the column of published.md's Source A table it transcribes.
+#: Our metric key -> the column of docs/sources.md's Source A table it transcribes.
 SOURCE_A_COLUMNS = {"roxford5k/medium/map": "ROxf M", "roxford5k/hard/map": "ROxf H",
                     "rparis6k/medium/map": "RPar M", "rparis6k/hard/map": "RPar H"}
-#: published.yaml entry -> the row of published.md's Source A table it transcribes.
+#: published.yaml entry -> the row of docs/sources.md's Source A table it transcribes.
 SOURCE_A_ROWS = {"zoo_resnet101_tl_mac": "ResNet-101, TL, MAC", "zoo_resnet101_tl_gem": "ResNet-101, TL, GeM",
                  "zoo_resnet50_ap_gem": "ResNet-50, AP, GeM", "zoo_resnet101_ap_gem": "ResNet-101, AP, GeM"}
 #: Source B's dataset abbreviations -> our evaluation target names.
@@ -43,14 +43,10 @@ DIFFICULTIES = {"M": "medium", "H": "hard"}
 
 
 def reference_text() -> str:
-    """The Listwise AP section of published.md (kept beside the repository, or inside a checkout of it)."""
-    for base in (REPO, REPO.parent):
-        if (base / REFERENCE).is_file():
-            text = (base / REFERENCE).read_text()
-            start = text.index("## Listwise AP")
-            return text[start:text.index("\n## ", start + 1)]
-    raise AssertionError(f"{REFERENCE} not found in {REPO} or {REPO.parent}: the published numbers are checked "
-                         "against it")
+    """The Listwise AP section of docs/sources.md."""
+    text = REFERENCE.read_text()
+    start = text.index("## Listwise AP")
+    return text[start:text.index("\n## ", start + 1)]
 
 
 def source_block(section: str, letter: str) -> str:
@@ -99,7 +95,7 @@ def test_published_values_are_published_md_under_their_source():
             assert entry.source == sources["B"], f"{key}: unknown source {entry.source!r}"
             assert entry.values == table3, key
     assert "Source A" in sources["A"] and "Source B" in sources["B"]
-    assert "published.md" in sources["A"] and "published.md" in sources["B"]
+    assert "docs/sources.md" in sources["A"] and "docs/sources.md" in sources["B"]
 
 
 def test_every_published_entry_is_shown_by_a_row():
@@ -120,7 +116,7 @@ def test_base_config_validates(path):
 
 
 def test_paper_constants_of_the_base_config():
-    """What published.md and issue 5 state about the paper's setting, read from the resolved config."""
+    """What docs/sources.md and issue 5 state about the paper's setting, read from the resolved config."""
     cfg = load_config(PAPER / "landmarks_resnet101.yaml")
     loss = cfg.losses["ranking"]
     assert (loss.name, loss.args["num_bins"], loss.args["class_weighted"], loss.args["tie_aware"]) == \

@@ -1,6 +1,6 @@
 """The Smooth-AP experiments (experiments/smooth_ap): every config validates and carries the paper's known
 settings, every table resolves at paper and demo scale into runs whose metric keys are the table's columns,
-and every published number is one that shared/reference/published.md prints, for the dataset it is
+and every published number is one that docs/sources.md prints, for the dataset it is
 compared with, from the source it names."""
 from __future__ import annotations
 
@@ -22,12 +22,12 @@ from retrieval.tables.spec import is_table_file, load_published, load_table
 
 ROOT = Path(__file__).resolve().parents[2]
 SMOOTH_AP = ROOT / "experiments" / "smooth_ap"
-PUBLISHED_MD = ROOT.parent / "shared" / "reference" / "published.md"
+PUBLISHED_MD = ROOT / "docs" / "sources.md"  # the repository's copy of the published numbers
 
 TABLES = sorted(p for p in SMOOTH_AP.glob("*.yaml") if is_table_file(p))
 CONFIGS = sorted(p for p in SMOOTH_AP.glob("*.yaml")
                  if p not in TABLES and p.name not in ("demo.yaml", "published.yaml"))
-# published.md's dataset names -> our dataset registry names; VehicleID's test lists by their size names.
+# docs/sources.md's dataset names -> our dataset registry names; VehicleID's test lists by their size names.
 DATASETS = {"SOP": "sop", "iNaturalist": "inaturalist", "VehicleID": "vehicleid"}
 VEHICLEID_LISTS = {"small": "test_800", "medium": "test_1600", "large": "test_2400"}
 # The K of each dataset's Recall@K (the issue's, independent of the configs).
@@ -35,7 +35,7 @@ KS = {"sop": [1, 10, 100, 1000], "inaturalist": [1, 4, 16, 32], "vehicleid": [1,
 FACE_NETS = {"senet50_face": 256, "iresnet50": 512}
 
 
-# ---------------------------------------------------------------------------- published.md, parsed independently
+# ---------------------------------------------------------------------------- docs/sources.md, parsed independently
 def smooth_ap_section() -> str:
     text = PUBLISHED_MD.read_text()
     match = re.search(r"^## Smooth-AP.*?$(.*?)(?=^## )", text, re.S | re.M)
@@ -46,7 +46,7 @@ def smooth_ap_section() -> str:
 def paragraph(opening: str) -> str:
     """The blank-line separated paragraph of the Smooth-AP section that starts with ``opening``."""
     found = [p for p in re.split(r"\n\s*\n", smooth_ap_section()) if p.strip().startswith(opening)]
-    assert len(found) == 1, f"published.md's Smooth-AP section has {len(found)} paragraphs starting {opening!r}"
+    assert len(found) == 1, f"docs/sources.md's Smooth-AP section has {len(found)} paragraphs starting {opening!r}"
     return " ".join(found[0].split())
 
 
@@ -61,7 +61,7 @@ def published_facts() -> dict[tuple[str, str], float]:
         dataset, ks = DATASETS[head.group(1)], [int(k) for k in re.findall(r"\d+", head.group(2))]
         for subset, values in re.findall(r"(?:(small|medium|large) )?(\d+\.\d+(?:/\d+\.\d+)*)", item[head.end():]):
             numbers = [float(v) for v in values.split("/")]
-            assert len(numbers) == len(ks), f"published.md Source E {item!r}: {numbers} vs R@{ks}"
+            assert len(numbers) == len(ks), f"docs/sources.md Source E {item!r}: {numbers} vs R@{ks}"
             prefix = f"{VEHICLEID_LISTS[subset]}/" if subset else ""
             facts.update({(dataset, f"{prefix}recall@{k}"): v for k, v in zip(ks, numbers)})
     return facts
@@ -83,9 +83,9 @@ def resolved(path: Path, demo: bool) -> list:
 
 
 def known_setting(pattern: str) -> float:
-    """A number of published.md's Smooth-AP "Known settings" paragraph."""
+    """A number of docs/sources.md's Smooth-AP "Known settings" paragraph."""
     match = re.search(pattern, paragraph("Known settings"))
-    assert match, f"published.md's Smooth-AP known settings do not say {pattern!r}"
+    assert match, f"docs/sources.md's Smooth-AP known settings do not say {pattern!r}"
     return float(match.group(1))
 
 
@@ -265,7 +265,7 @@ def test_every_published_value_is_in_published_md_for_the_row_it_is_compared_wit
                 key = (cfg.data.dataset.name, metric)
                 assert facts.get(key) == value, f"{path.name}: row {row.name!r} cites {value} for {key}"
                 seen.add(key)
-    assert seen == set(facts), f"published.md numbers no row is compared with: {set(facts) - seen}"
+    assert seen == set(facts), f"docs/sources.md numbers no row is compared with: {set(facts) - seen}"
 
 
 def test_every_published_entry_is_used():
