@@ -30,6 +30,7 @@ from retrieval.evaluation.qualitative import (
 def table_run_dir(table_path: str | Path, row_name: str, demo: bool, runs_root: str | Path = "runs/tables") -> Path:
     """The run directory ``python -m retrieval table`` trained a table row in (or a finished twin of it)."""
     from retrieval.config import config_hash
+    from retrieval.tables.provenance import code_fingerprint
     from retrieval.tables.runner import finished_twin, resolve_config, run_dir_for
     from retrieval.tables.spec import TableError, load_table
 
@@ -38,10 +39,11 @@ def table_run_dir(table_path: str | Path, row_name: str, demo: bool, runs_root: 
     if row is None:
         raise TableError(f"{table_path} has no row {row_name!r}; its rows: {', '.join(table.row_names())}")
     cfg = resolve_config(table, row, demo)
-    run_dir = run_dir_for(runs_root, table, row, cfg, demo)
+    code = code_fingerprint()
+    run_dir = run_dir_for(runs_root, table, row, cfg, demo, code)
     if (run_dir / "model.pt").is_file():
         return run_dir
-    twin = finished_twin(runs_root, demo, config_hash(cfg))
+    twin = finished_twin(runs_root, demo, config_hash(cfg), code)
     if twin is not None and (twin / "model.pt").is_file():
         return twin
     raise FileNotFoundError(f"row {row_name!r} has no trained model under {runs_root}; train it with: python -m "

@@ -87,7 +87,9 @@ def run_dirs(root: Path, demo: bool = True) -> dict[str, Path]:
 
 
 def mtimes(folder: Path) -> dict[str, int]:
-    return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
+    """Modification times of a run's files; its ``.lock`` is rewritten by every process that opens the run."""
+    return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in folder.rglob("*")
+            if p.is_file() and p.name != ".lock"}
 
 
 # --------------------------------------------------------------------------- table files

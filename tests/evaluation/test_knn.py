@@ -1,9 +1,13 @@
+import importlib
+
 import numpy as np
 import pytest
 import torch
 
-import retrieval.evaluation.knn as knn_module
 from retrieval.evaluation.knn import as_features, block_shape, knn
+
+# The module itself: the package exports the function ``knn`` under the same name.
+knn_module = importlib.import_module("retrieval.evaluation.knn")
 
 BLOCK_SIZES = [10**9, 64 * 30, 500, 37]
 
