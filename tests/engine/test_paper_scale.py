@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.common import make_cpu_peaks_visible, peak_memory_bytes
+from benchmarks.common import RandomImages, make_cpu_peaks_visible, peak_memory_bytes
 from retrieval.data.loading import ChunkedBatch, ImageDataset
 from retrieval.data.split import DATASETS, Split
 from retrieval.data.transforms import TransformConfig, build_transform
@@ -17,26 +17,11 @@ from retrieval.losses import LOSSES
 from retrieval.models import build_model
 
 
-class NoiseImages:
-    """``count`` uint8 images of ``size`` x ``size``, made when read (like files decoded from disk)."""
-
-    def __init__(self, count: int, size: int):
-        self.count, self.size = count, size
-
-    def __len__(self) -> int:
-        return self.count
-
-    def __getitem__(self, index: int) -> np.ndarray:
-        if not 0 <= index < self.count:
-            raise IndexError(index)
-        return np.random.default_rng(index).integers(0, 256, (self.size, self.size, 3), dtype=np.uint8)
-
-
 def noise_dataset(root=None, train_images: int = 64, size: int = 16, classes: int = 8):
     test = 4 * classes
     labels = np.arange(train_images + test) % classes + np.where(np.arange(train_images + test) < train_images,
                                                                  0, classes)
-    full = Split("noise", labels=labels, images=NoiseImages(len(labels), size))
+    full = Split("noise", labels=labels, images=RandomImages(len(labels), size))
     return {"train": full.subset(np.arange(train_images), "train"),
             "test": full.subset(np.arange(train_images, len(labels)), "test")}
 
