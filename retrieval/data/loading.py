@@ -67,7 +67,7 @@ class ImageDataset(Dataset):
 
 
 class Batch(NamedTuple):
-    images: torch.Tensor | None
+    images: torch.Tensor | ChunkedBatch | None  # ChunkedBatch: read inside a multistage step (chunked_batches)
     labels: torch.Tensor
     indices: torch.Tensor
     skipped: list[int]
