@@ -240,10 +240,15 @@ class Trainer:
         autocast = torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
         self.optimizer.zero_grad(set_to_none=True)
         if t.multistage:
-            from retrieval.engine.multistage import multistage_step
+            from retrieval.engine.multistage import StagesDisagree, multistage_step
 
-            result = multistage_step(self.net, images, labels, self.loss_fn, t.multistage_chunk,
-                                     autocast=self.amp_dtype, scaler=self.scaler if self.scaler.is_enabled() else None)
+            try:
+                result = multistage_step(self.net, images, labels, self.loss_fn, t.multistage_chunk,
+                                         autocast=self.amp_dtype, scaler=self.scaler if self.scaler.is_enabled()
+                                         else None)
+            except StagesDisagree as error:
+                raise TrainingError(f"{error} (at epoch {self.state['epoch'] + 1}, batch {self.state['batch'] + 1}; "
+                                    f"the last good checkpoint in {self.store.dir} is kept)") from None
             if result is None:
                 return None
             loss, terms = result

@@ -169,3 +169,9 @@ def test_best_epoch_whitening_metrics_belong_to_one_model(tmp_path, tiny_config,
     before = evaluate_checkpoint(cfg, tmp_path / "run" / "best_model.pt", progress=False)
     assert before == {k: v for k, v in result["metrics_before_whitening"].items()}
     assert f"epoch {result['selected_epoch']}" in result["whitening"]
+
+
+def test_multistage_with_batch_statistics_stops_with_a_clear_error(tmp_path, tiny_config):
+    """The quick-start CNN has BatchNorm; without frozen statistics each chunk would normalise by its own."""
+    with pytest.raises(TrainingError, match=r"differs between the two forward passes.*freeze_bn.*epoch 1, batch 1"):
+        train(tiny_config(train__multistage=True, train__multistage_chunk=4), tmp_path / "run", progress=False)
