@@ -39,9 +39,9 @@ Outputs = dict[str, torch.Tensor | list[torch.Tensor]]
 Key = tuple[str, int | None]
 
 #: Largest relative difference between an image's output in the two passes, by the autocast dtype
-#: (None: full precision). Float32 results vary with the chunk's size (the kernels chosen), by ~1e-6;
-#: a chunk-dependent function differs by O(1).
-TOLERANCE = {None: 1e-3, torch.bfloat16: 5e-2, torch.float16: 1e-2}
+#: (None: full precision). Results vary with the chunk's size through the kernels chosen: ~1e-6 in
+#: float32, up to ~1e-3 where GPUs convolve float32 in TF32; a chunk-dependent function differs by O(1).
+TOLERANCE = {None: 1e-2, torch.bfloat16: 5e-2, torch.float16: 2e-2}
 
 
 class StagesDisagree(ValueError):
