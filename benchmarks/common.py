@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 
 RESULTS = Path(__file__).resolve().parent.parent / "results" / "benchmarks"
@@ -52,6 +53,37 @@ def peak_memory_bytes(fn: Callable[[], object], device: torch.device | str = "cp
     base = _status_kib("VmRSS")
     fn()
     return max(0, _status_kib("VmHWM") - base) * 1024
+
+
+def step_peaks(fn: Callable[[], object], device: torch.device | str = "cpu") -> tuple[int, int | None]:
+    """Peak memory of the whole of ``fn``: (host bytes above the resident set before it, device bytes).
+
+    Host: the resident-set high-water mark (reset through ``clear_refs``) minus the resident set before
+    the call, so whatever ``fn`` reads or builds counts. Device (CUDA only, else None): the allocator's
+    peak over the call, everything allocated included (weights, gradients, input).
+    """
+    cuda = torch.device(device).type == "cuda"
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    host = peak_memory_bytes(lambda: (fn(), torch.cuda.synchronize() if cuda else None))
+    return host, torch.cuda.max_memory_allocated() if cuda else None
+
+
+class RandomImages:
+    """``count`` uint8 (size, size, 3) images of uniform noise, made when read, as a loader decodes files:
+    a split's ``images`` that holds nothing in memory."""
+
+    def __init__(self, count: int, size: int):
+        self.count, self.size = count, size
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        if not 0 <= index < self.count:
+            raise IndexError(index)
+        return np.random.default_rng(index).integers(0, 256, (self.size, self.size, 3), dtype=np.uint8)
 
 
 def median_seconds(fn: Callable[[], object], repeats: int = 3, warmup: int = 1,

@@ -8,7 +8,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from retrieval.data.images import ImageLoadError, load_image
 from retrieval.data.split import Split
@@ -57,14 +57,17 @@ class ImageDataset(Dataset):
             if self.bad_images == "error":
                 raise
             return None, int(self.split.labels[index]), int(index)
-        if seed is not None:
-            torch.random.default_generator.manual_seed(seed)  # the CPU generator only: torch.manual_seed
-            # would also seed every CUDA device, which costs more than transforming a small image
-        return self.transform(image), int(self.split.labels[index]), int(index)
+        if seed is None:
+            return self.transform(image), int(self.split.labels[index]), int(index)
+        # The transforms draw from the global CPU generator: seed it for this item only and put its state back,
+        # so the state a checkpoint saves is the training's own (CUDA generators are left alone: not used here).
+        with torch.random.fork_rng(devices=[]):
+            torch.random.default_generator.manual_seed(seed)
+            return self.transform(image), int(self.split.labels[index]), int(index)
 
 
 class Batch(NamedTuple):
-    images: torch.Tensor | None
+    images: torch.Tensor | ChunkedBatch | None  # ChunkedBatch: read inside a multistage step (chunked_batches)
     labels: torch.Tensor
     indices: torch.Tensor
     skipped: list[int]
@@ -78,3 +81,66 @@ def collate_skipping(items) -> Batch:
         return Batch(None, torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long), skipped)
     images, labels, indices = zip(*kept)
     return Batch(torch.stack(images), torch.tensor(labels), torch.tensor(indices), skipped)
+
+
+class _ByPosition(Dataset):
+    """Item ``position`` of a batch's keys, with its position in place of its dataset index."""
+
+    def __init__(self, dataset: ImageDataset, keys: list):
+        self.dataset, self.keys = dataset, keys
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __getitem__(self, position: int):
+        image, label, _ = self.dataset[self.keys[position]]
+        return image, label, position
+
+
+class ChunkedBatch:
+    """One batch's keys, read a chunk at a time (a ``multistage.ChunkSource``): only a chunk's images are
+    decoded and held at once, and a chunk read again is the same (each item's augmentation is seeded).
+
+    ``skipped`` collects the dataset indices of the unreadable images met while reading.
+    ``num_workers``/``pin_memory`` as for a DataLoader, which reads the chunks in order.
+    """
+
+    def __init__(self, dataset: ImageDataset, keys: list, num_workers: int = 0, pin_memory: bool = False):
+        self.dataset, self.keys = dataset, list(keys)
+        self.num_workers, self.pin_memory = num_workers, pin_memory
+        self.skipped: list[int] = []
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def read(self, slices: list[slice]):
+        positions = list(range(len(self.keys)))
+        loader = DataLoader(_ByPosition(self.dataset, self.keys), batch_sampler=[positions[s] for s in slices],
+                            collate_fn=collate_skipping, num_workers=self.num_workers, pin_memory=self.pin_memory)
+        for batch in loader:
+            self.skipped.extend(_index(self.keys[p]) for p in batch.skipped)
+            if batch.images is None:
+                yield torch.empty(0), batch.labels, batch.indices
+            else:
+                yield batch.images, batch.labels, batch.indices
+
+    def subset(self, positions: torch.Tensor) -> ChunkedBatch:
+        return ChunkedBatch(self.dataset, [self.keys[p] for p in positions.tolist()], self.num_workers,
+                            self.pin_memory)
+
+    def to(self, *args, **kwargs) -> ChunkedBatch:
+        """Itself: each chunk moves to the model's device when it is read."""
+        return self
+
+
+def _index(key) -> int:
+    return int(key[0] if isinstance(key, tuple) else key)
+
+
+def chunked_batches(dataset: ImageDataset, batch_sampler, num_workers: int = 0, pin_memory: bool = False):
+    """A loader for multistage backprop: per batch of keys, a :class:`Batch` whose ``images`` is a
+    :class:`ChunkedBatch` (nothing decoded yet) and whose ``skipped`` fills as its chunks are read."""
+    for keys in batch_sampler:
+        chunked = ChunkedBatch(dataset, keys, num_workers, pin_memory)
+        indices = torch.tensor([_index(key) for key in chunked.keys])
+        yield Batch(chunked, torch.as_tensor(dataset.split.labels[indices.numpy()]), indices, chunked.skipped)

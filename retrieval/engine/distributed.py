@@ -81,6 +81,32 @@ class GlobalBatchCriterion(nn.Module):
         return self.criterion(*gather_batch(outputs, labels))
 
 
+def freeze_unread_parameters(model: nn.Module, read: set[str], image_size: int, device) -> list[str]:
+    """Stop training the parameters that no output in ``read`` depends on; returns their names.
+
+    A loss that reads only some of the model's outputs (CGD ranking only: no loss on the classifier's
+    logits) leaves the other outputs' parameters without a gradient, which DistributedDataParallel
+    refuses ("Expected to have finished reduction in the prior iteration"). Found by differentiating
+    the read outputs of a two-image probe (whichever outputs the model has); frozen parameters keep
+    their initial values and stay in the state dict.
+    """
+    was_training = model.training
+    model.eval()
+    trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    with torch.enable_grad():
+        outputs = model(torch.zeros(2, 3, image_size, image_size, device=device))
+        tensors = [t for key in sorted(read & set(outputs))
+                   for t in (outputs[key] if isinstance(outputs[key], (list, tuple)) else [outputs[key]])]
+        grads = torch.autograd.grad(sum(t.sum() for t in tensors), [p for _, p in trainable], allow_unused=True) \
+            if tensors else [None] * len(trainable)
+    model.train(was_training)
+    unread = [name for (name, p), g in zip(trainable, grads) if g is None]
+    for name, p in trainable:
+        if name in unread:
+            p.requires_grad_(False)
+    return unread
+
+
 def wrap_model(model: nn.Module, topology: Topology, device: torch.device) -> nn.Module:
     """DistributedDataParallel around ``model`` when there are several processes."""
     if not topology.distributed:

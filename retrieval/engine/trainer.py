@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from retrieval.config import Config, ConfigError, config_to_dict
 from retrieval.config.diff import model_mismatch
-from retrieval.data.loading import ImageDataset, collate_skipping
+from retrieval.data.loading import ImageDataset, chunked_batches, collate_skipping
 from retrieval.data.samplers import ClassBalancedBatchSampler, RandomBatchSampler
 from retrieval.data.split import Split
 from retrieval.data.transforms import build_transform
@@ -26,11 +26,13 @@ from retrieval.engine.distributed import (
     GlobalBatchCriterion,
     Topology,
     barrier,
+    freeze_unread_parameters,
     init_from_environment,
     resolve_device,
     wrap_model,
 )
 from retrieval.engine.evaluate import evaluate, pick_split, sharded_features, splits_of
+from retrieval.engine.nonfinite import GuardedParameters
 from retrieval.engine.optim import build_optimizer, build_schedule
 from retrieval.engine.run_dir import RunDir
 from retrieval.engine.run_log import EpochLog
@@ -167,14 +169,16 @@ class Trainer:
         if cfg.data.check_files and self.train_split.paths is not None:
             report_missing_files(self.train_split)
         self.model = model_for(cfg, self.num_classes, self.device)
-        self.net = wrap_model(self.model, self.topology, self.device)
         probe_size = cfg.data.train_transform.crop or cfg.data.train_transform.random_resized_crop or 64
+        freeze_unread_parameters(self.model, {term.input for term in cfg.losses.values()}, probe_size, self.device)
+        self.net = wrap_model(self.model, self.topology, self.device)
         self.criterion = Criterion(cfg.losses, self.num_classes,
                                    embedding_dim(self.model, probe_size, self.device)).to(self.device)
         named = [*self.model.named_parameters(), *(("criterion." + n, p)
                                                     for n, p in self.criterion.named_parameters())]
         self.loss_fn = GlobalBatchCriterion(self.criterion) if self.topology.distributed else self.criterion
         self.optimizer = build_optimizer(named, cfg.train.optimizer)
+        self.guarded = GuardedParameters(named, self.optimizer)
         self.schedule = build_schedule(self.optimizer, cfg.train.schedule, cfg.train.epochs)
         self.scaler = torch.amp.GradScaler(enabled=self.amp_dtype == torch.float16)
         self.sampler = self._sampler()
@@ -206,6 +210,8 @@ class Trainer:
         d = self.cfg.data
         images = ImageDataset(self.train_split, build_transform(d.train_transform), crop_boxes=d.crop_boxes,
                               bad_images=d.bad_images)
+        if self.cfg.train.multistage:  # images read chunk by chunk inside the step: memory bounded by the chunk
+            return chunked_batches(images, self.sampler, d.num_workers, self.device.type == "cuda")
         return DataLoader(images, batch_sampler=self.sampler, collate_fn=collate_skipping,
                           num_workers=d.num_workers, pin_memory=self.device.type == "cuda")
 
@@ -246,38 +252,60 @@ class Trainer:
             freeze_batchnorm(self.model)
 
     def _step(self, images, labels) -> tuple[float, dict] | None:
-        """One optimizer step; None when the batch was skipped for a non-finite loss."""
+        """One optimizer step; None when the batch was skipped (non-finite loss, gradient or update; no
+        readable image)."""
         t = self.cfg.train
         autocast = torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
         self.optimizer.zero_grad(set_to_none=True)
         if t.multistage:
-            from retrieval.engine.multistage import multistage_step
+            from retrieval.engine.multistage import StagesDisagree, multistage_step
 
-            loss, terms = multistage_step(self.net, images, labels, self.loss_fn, t.multistage_chunk,
-                                          autocast=self.amp_dtype, scaler=self.scaler if self.scaler.is_enabled()
-                                          else None)
+            try:
+                result = multistage_step(self.net, images, labels, self.loss_fn, t.multistage_chunk,
+                                         autocast=self.amp_dtype, scaler=self.scaler if self.scaler.is_enabled()
+                                         else None)
+            except StagesDisagree as error:
+                raise TrainingError(f"{error} (at epoch {self.state['epoch'] + 1}, batch {self.state['batch'] + 1}; "
+                                    f"the last good checkpoint in {self.store.dir} is kept)") from None
+            if result is None:
+                return None
+            loss, terms = result
         else:
             with autocast:
                 outputs = self.net(images)
             loss, terms = self.loss_fn(outputs, labels)
         value = float(loss.detach())
         if not math.isfinite(value):
-            where = f"epoch {self.state['epoch'] + 1}, batch {self.state['batch'] + 1}"
-            if t.nonfinite == "error":
-                raise TrainingError(f"non-finite loss {value} at {where}; the last good checkpoint in "
-                                    f"{self.store.dir} is kept. Set train.nonfinite=skip to skip such batches")
-            log.warning("skipping batch with non-finite loss at %s", where)
-            self.optimizer.zero_grad(set_to_none=True)
-            return None
+            return self._skip_nonfinite(f"loss {value}")
         if not t.multistage:
             self.scaler.scale(loss).backward()
         if t.grad_clip:
             self.scaler.unscale_(self.optimizer)
             nn.utils.clip_grad_norm_([p for group in self.optimizer.param_groups for p in group["params"]],
                                      t.grad_clip)  # the criterion's parameters (proxies) too
+        if not self.scaler.is_enabled():  # with float16 the scaler skips non-finite gradients itself
+            name = self.guarded.nonfinite_gradient()
+            if name is not None:
+                return self._skip_nonfinite(f"gradient of {name}")
+        before = self.guarded.snapshot() if t.nonfinite == "skip" else None
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        name = self.guarded.nonfinite_weight()
+        if name is not None:
+            if before is not None:
+                self.guarded.restore(before)
+            return self._skip_nonfinite(f"weight {name} after the update (step undone)")
         return value, terms
+
+    def _skip_nonfinite(self, what: str) -> None:
+        """Apply train.nonfinite to a NaN/infinity in ``what``: raise, or log and skip the batch."""
+        where = f"epoch {self.state['epoch'] + 1}, batch {self.state['batch'] + 1}"
+        if self.cfg.train.nonfinite == "error":
+            raise TrainingError(f"non-finite {what} at {where}; the last good checkpoint in {self.store.dir} is "
+                                "kept. Set train.nonfinite=skip to skip such batches")
+        log.warning("skipping batch with non-finite %s at %s", what, where)
+        self.optimizer.zero_grad(set_to_none=True)
+        return None
 
     def _train_epoch(self, stop: dict) -> dict:
         epoch, state = self.state["epoch"] + 1, self.state
@@ -287,11 +315,6 @@ class Trainer:
         bar = tqdm(self._loader(), total=len(self.sampler) - state["batch"], desc=f"epoch {epoch}",
                    leave=False, disable=not self.progress)
         for batch in bar:
-            state["skipped_images"] += len(batch.skipped)
-            for index in batch.skipped:
-                name = self.train_split.paths[index] if self.train_split.paths is not None else f"item {index}"
-                if name not in state["skipped_files"] and len(state["skipped_files"]) < MAX_NAMED_SKIPS:
-                    state["skipped_files"].append(name)
             if batch.images is not None:
                 result = self._step(batch.images.to(self.device, non_blocking=True), batch.labels.to(self.device))
                 if result is None:
@@ -302,6 +325,7 @@ class Trainer:
                         sums[key] = sums.get(key, 0.0) + value
                     sums["steps"] = sums.get("steps", 0) + 1
                     bar.set_postfix(loss=f"{result[0]:.4f}")
+            self._count_skipped(batch.skipped)  # after the step: multistage reads the images inside it
             state["batch"] += 1
             state["global_step"] += 1
             if stop["signal"] is not None:
@@ -312,6 +336,14 @@ class Trainer:
                "lr": self.optimizer.param_groups[0]["lr"], "seconds": time.time() - started}
         state["epoch_sums"], state["batch"], state["epoch"] = {}, 0, epoch
         return row
+
+    def _count_skipped(self, skipped: list[int]) -> None:
+        state = self.state
+        state["skipped_images"] += len(skipped)
+        for index in skipped:
+            name = self.train_split.paths[index] if self.train_split.paths is not None else f"item {index}"
+            if name not in state["skipped_files"] and len(state["skipped_files"]) < MAX_NAMED_SKIPS:
+                state["skipped_files"].append(name)
 
     def _stop_if_signalled(self, stop: dict) -> None:
         """After a checkpoint: raise Interrupted if SIGINT/SIGTERM arrived since the run started."""
@@ -359,11 +391,19 @@ class Trainer:
                 self._stop_if_signalled(stop)
         result = self._selected_metrics()
         if self.cfg.model.whitening is not None:
+            self._load_selected_model()  # whitening and both metrics belong to the selected epoch's model
             result["whitening_skipped_images"] = self._fit_whitening()
             result["metrics_before_whitening"] = result["metrics"]
             result["metrics"] = self._evaluate()
+            result["whitening"] = (f"metrics: epoch {result['selected_epoch']} after the whitening learned on its "
+                                   "descriptors; metrics_before_whitening: the same epoch without it")
         self._save_model(FINAL_MODEL)
         return result
+
+    def _load_selected_model(self) -> None:
+        """With ``train.select: best``, the best epoch's weights (saved when it was evaluated)."""
+        if self.cfg.train.select == "best":
+            self.model.load_state_dict(read_checkpoint(self.run.path / BEST_MODEL, map_location=self.device)["model"])
 
     def _save_model(self, name: str) -> None:
         if self.topology.is_main:

@@ -27,13 +27,27 @@ def mac(x: torch.Tensor) -> torch.Tensor:
     return x.amax(dim=(-2, -1))
 
 
+#: Smallest exponent GeM uses: a learned p that training drives lower is clamped here, as 1/p and the
+#: power it takes have no finite limit at p = 0.
+MIN_GEM_P = 1e-2
+
+
 def gem(x: torch.Tensor, p: float | torch.Tensor = 3.0, eps: float = 1e-6) -> torch.Tensor:
-    """Generalized mean (Radenović et al., 2018): ``(mean(x^p))^(1/p)`` over space.
+    """Generalized mean (Radenović et al., 2018): ``(mean(x^p))^(1/p)`` over space, (B, C, H, W) -> (B, C).
 
     ``p = 1`` is SPoC and ``p -> inf`` tends to MAC. Activations are clamped at ``eps`` first,
-    since a fractional power of a negative number is undefined.
+    since a fractional power of a negative number is undefined. Computed in at least float32 (also
+    under autocast) as ``m * mean((x/m)^p)^(1/p)`` with ``m`` the spatial maximum: the same value,
+    but the mean is at least 1/(H W), so nothing underflows (``eps^p`` is 0 in float32 for
+    p >= 7.6, which made the gradient NaN) and the value and its gradients (p too) stay finite for
+    every p >= ``MIN_GEM_P``. ``m`` needs no gradient: GeM is 1-homogeneous, so it cancels.
     """
-    return x.clamp(min=eps).pow(p).mean(dim=(-2, -1)).pow(1.0 / p)
+    x = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+    p = p.clamp(min=MIN_GEM_P).to(x.dtype) if isinstance(p, torch.Tensor) else max(float(p), MIN_GEM_P)
+    x = x.clamp(min=eps)
+    peak = x.detach().amax(dim=(-2, -1), keepdim=True)
+    with torch.autocast(x.device.type, enabled=False):
+        return peak[..., 0, 0] * (x / peak).pow(p).mean(dim=(-2, -1)).pow(1.0 / p)
 
 
 @POOLINGS.register("spoc")

@@ -51,6 +51,20 @@ def test_item_seed_fixes_the_augmentation():
     assert any(not torch.equal(data[(0, 7)][0], data[(0, s)][0]) for s in range(8, 16))
 
 
+def test_reading_a_seeded_item_leaves_the_global_random_state_alone():
+    """Reseeding the global generator per item made the state a checkpoint saves meaningless."""
+    images = np.random.default_rng(0).integers(0, 255, (2, 32, 32, 3), dtype=np.uint8)
+    transform = build_transform(TransformConfig(crop=16, random_crop=True, flip=True))
+    data = ImageDataset(Split("s", labels=[0, 1], images=images), transform)
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    first = data[(1, 9)][0]
+    assert torch.equal(torch.rand(3), expected)
+    torch.manual_seed(6)
+    assert torch.equal(data[(1, 9)][0], first)  # the item's augmentation depends on its seed only
+
+
 def test_longer_side_cap_only_shrinks():
     transform = build_transform(TransformConfig(max_size=16))
     big = Image.fromarray(np.zeros((20, 40, 3), np.uint8))

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from retrieval.engine.multistage import multistage_step
+from retrieval.engine.multistage import StagesDisagree, multistage_step, partition
 from retrieval.losses import LOSSES
 from retrieval.models import build_model
 
@@ -122,20 +122,80 @@ def test_autocast_follows_direct_backprop_under_autocast():
         assert_same_gradients(expected, full_precision, rtol=2e-2)
 
 
-def test_modules_that_would_make_the_passes_differ_are_refused():
-    model = frozen_bn_model("embedding", {"dim": 8})
+def embedding_loss(outputs, y):
+    return LOSSES.build("smooth_ap")(outputs["embedding"], y), {}
+
+
+class TwoLayerNet(nn.Module):
+    """A per-image MLP with an optional BatchNorm (given) and functional dropout (p) between the layers."""
+
+    def __init__(self, norm: nn.Module | None = None, dropout: float = 0.0):
+        super().__init__()
+        torch.manual_seed(3)
+        self.first, self.second = nn.Linear(3 * 16 * 16, 16), nn.Linear(16, 8)
+        self.norm, self.dropout = norm, dropout
+
+    def forward(self, x):
+        h = torch.tanh(self.first(x.flatten(1)))
+        h = self.norm(h) if self.norm is not None else h
+        h = F.dropout(h, self.dropout, training=self.dropout > 0)  # functional: invisible to a module-type check
+        h = F.dropout(self.second(h), self.dropout, training=self.dropout > 0)
+        return {"embedding": F.normalize(h, dim=1)}
+
+
+def relative_error(expected, actual) -> float:
+    return max(float((a - e).norm() / e.norm()) for e, a in zip(expected, actual))
+
+
+def test_batchnorm_with_chunk_statistics_is_caught_by_comparing_the_passes():
+    """BatchNorm without running statistics normalises each chunk by its own statistics even in eval mode:
+    the gradient was 137 % off direct backprop (which normalises by the batch's)."""
+    model = TwoLayerNet(nn.BatchNorm1d(16, track_running_stats=False)).double().eval()
     images, labels = batch()
+    _, expected = gradients(model, lambda: direct(model, images, labels, embedding_loss))
+    model.zero_grad(set_to_none=True)
+    with pytest.raises(StagesDisagree, match="differs between the two forward passes"):
+        multistage_step(model, images, labels, embedding_loss, CHUNK)
+    model.norm = nn.BatchNorm1d(16).double().train()  # training mode: batch statistics too (and twice updated)
+    with pytest.raises(StagesDisagree, match="freeze_bn"):
+        multistage_step(model, images, labels, embedding_loss, CHUNK)
+    model.norm.eval()  # frozen running statistics: per image, the same function in both passes
+    _, expected = gradients(model, lambda: direct(model, images, labels, embedding_loss))
+    _, actual = gradients(model, lambda: multistage_step(model, images, labels, embedding_loss, CHUNK)[0])
+    assert_same_gradients(expected, actual, rtol=1e-10)
 
-    def criterion(outputs, y):
-        return outputs["embedding"].sum(), {}
 
-    model.train()  # BatchNorm back to batch statistics
-    with pytest.raises(ValueError, match=r"backbone\.features\.0\.1.*freeze_bn"):
-        multistage_step(model, images, labels, criterion, CHUNK)
-    model.eval()
-    model.head.dropout = nn.Dropout(0.5).train()
-    with pytest.raises(ValueError, match=r"head\.dropout"):
-        multistage_step(model, images, labels, criterion, CHUNK)
+def chunkwise_reference(model, images, labels, criterion, chunk):
+    """The naive formulation: forward the chunks one after the other with autograd (one random stream),
+    then the loss on all outputs and one backward."""
+    outputs = [model(images[i:i + chunk])["embedding"] for i in range(0, len(images), chunk)]
+    loss, _ = criterion({"embedding": torch.cat(outputs)}, labels)
+    loss.backward()
+    return loss
+
+
+def test_dropout_masks_are_replayed_in_the_recomputed_pass():
+    """Functional dropout (two layers) passed the module-type check and gave gradients 167 % off: the
+    recomputed pass drew other masks. Each chunk now starts stage 3 from its stage-1 random state."""
+    model = TwoLayerNet(dropout=0.5).double()
+    images, labels = batch()
+    torch.manual_seed(7)
+    _, expected = gradients(model, lambda: chunkwise_reference(model, images, labels, embedding_loss, CHUNK))
+    after_reference = torch.get_rng_state()
+    torch.manual_seed(7)
+    _, actual = gradients(model, lambda: multistage_step(model, images, labels, embedding_loss, CHUNK)[0])
+    assert_same_gradients(expected, actual, rtol=1e-10)
+    assert torch.equal(torch.get_rng_state(), after_reference)  # the stream advanced by one pass, as without it
+    model.norm = nn.BatchNorm1d(16, track_running_stats=False).double()  # a random pass cannot be re-partitioned
+    with pytest.raises(StagesDisagree, match="norm"):
+        multistage_step(model, images, labels, embedding_loss, CHUNK)
+
+
+def test_partitions_cover_every_position_once():
+    for count, size, first in [(24, 5, None), (24, 5, 2), (3, 5, 1), (1, 4, 2), (10, 1, 1)]:
+        slices = partition(count, size, first)
+        assert [i for s in slices for i in range(count)[s]] == list(range(count))
+        assert all(0 < s.stop - s.start <= size for s in slices)
 
 
 def test_a_loss_that_ignores_the_model_or_a_bad_chunk_size_is_an_error():
