@@ -94,9 +94,19 @@ def test_the_table_help_example_is_a_table_file(capsys):
 
 
 def test_verify_refuses_a_root_that_does_not_exist(tmp_path, capsys):
-    code, out, _ = run(["data", "verify", "digits", "--root", tmp_path / "nonexistent"], capsys)
+    code, out, _ = run(["data", "verify", "cub200", "--root", tmp_path / "nonexistent"], capsys)
     assert code == 1 and "OK" not in out
-    assert f"--root {tmp_path / 'nonexistent'} is not a folder" in out
+    assert f"--root {tmp_path / 'nonexistent'} is not a folder" in out and "python data_prep/cub200.py" in out
+
+
+@pytest.mark.parametrize("root", ["nonexistent", "empty"])
+def test_verify_of_a_bundled_dataset_refuses_a_root_it_would_ignore(tmp_path, capsys, root):
+    (tmp_path / "empty").mkdir()
+    code, out, _ = run(["data", "verify", "digits", "--root", tmp_path / root], capsys)
+    assert code == 1 and "OK" not in out
+    assert "digits is bundled and reads no files" in out and "data_prep" not in out
+    code, out, _ = run(["data", "verify", "digits"], capsys)
+    assert code == 0 and out.startswith("digits (bundled): OK")
 
 
 def test_the_missing_root_hint_names_the_flags_that_exist():

@@ -94,7 +94,7 @@ class ArgumentsOf(Constraint):
 class DeviceName(Constraint):
     """``auto``, or a torch device this machine has (``cpu``, ``cuda``, ``cuda:1``, ``mps``)."""
 
-    names = "'auto', 'cpu', or a device this machine has ('cuda', 'cuda:N', 'mps')"
+    names = "'auto', 'cpu', or 'cuda', 'cuda:N', 'mps' where the machine has that device"
     accepts = f"naming {names}"
 
     def problem(self, value) -> str | None:

@@ -12,6 +12,10 @@ def class_disjoint(labels: np.ndarray, train_classes) -> tuple[np.ndarray, np.nd
     return train, ~train
 
 
+#: Datasets made in memory (from scikit-learn or generated): they read no files, so they take no root.
+BUNDLED = ("digits", "synthetic")
+
+
 @DATASETS.register("digits")
 def digits(root: str | None = None, train_classes: tuple[int, ...] = (0, 1, 2, 3, 4)) -> dict[str, Split]:
     """The 1,797 real 8x8 digits bundled with scikit-learn, as RGB uint8; test = the other classes."""

@@ -68,7 +68,8 @@ class Report:
         return not self.problems
 
     def text(self) -> str:
-        lines = [f"{self.dataset} at {self.root}: " + ("OK" if self.ok else f"{len(self.problems)} problem(s)")]
+        where = f"at {self.root}" if self.root is not None else "(bundled)"
+        lines = [f"{self.dataset} {where}: " + ("OK" if self.ok else f"{len(self.problems)} problem(s)")]
         lines += [f"  PROBLEM {line}" for line in self.problems] + [f"  ok      {line}" for line in self.notes]
         return "\n".join(lines)
 
@@ -208,12 +209,14 @@ def _option(text: str) -> tuple[str, object]:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from retrieval.data.bundled import BUNDLED
     from retrieval.data.datasets.parsing import DatasetFormatError, DatasetNotFoundError, prepare_command
 
     parser = argparse.ArgumentParser(prog="python -m retrieval data verify", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("name", help=f"dataset: {', '.join(PUBLISHED)}")
-    parser.add_argument("--root", required=True, help="the folder the preparation script wrote")
+    parser.add_argument("--root", help="the folder the preparation script wrote (not for the bundled "
+                                       f"{' and '.join(BUNDLED)}, which read no files)")
     how = parser.add_mutually_exclusive_group()
     how.add_argument("--quick", action="store_true", help="check that files exist, decode none")
     how.add_argument("--sample", type=int, metavar="N", help="decode N random images per split, not all")
@@ -222,7 +225,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--option", type=_option, action="append", default=[], metavar="KEY=VALUE",
                         help="a dataset option (YAML value), e.g. --option distractors_root=DIR")
     args = parser.parse_args(argv)
-    if not os.path.isdir(args.root):  # also for bundled datasets, which ignore it: a wrong path is never "OK"
+    if args.name in BUNDLED:
+        if args.root is not None:  # it would be ignored: a folder is never "OK" for data it does not hold
+            print(f"{args.name} is bundled and reads no files, so --root {args.root} is not used; "
+                  f"run `python -m retrieval data verify {args.name}` without --root")
+            raise SystemExit(1)
+    elif args.root is None:
+        parser.error(f"--root DIR is required for {args.name}: the folder `{prepare_command(args.name)}` wrote")
+    elif not os.path.isdir(args.root):
         print(f"{args.name} at {args.root}: --root {args.root} is not a folder; prepare the dataset with "
               f"`{prepare_command(args.name)}` and give the folder it wrote")
         raise SystemExit(1)
