@@ -8,6 +8,7 @@ config, before anything runs or is written, and names the key, where it was set 
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,13 +20,14 @@ class ConstraintError(ConfigError):
     """A value of the right type outside what its key accepts."""
 
 
-class Constraint:
+class Constraint(ABC):
     """``problem(value)`` is None when ``value`` is accepted, else why not; ``accepts`` describes the rule."""
 
     accepts = ""
 
+    @abstractmethod
     def problem(self, value) -> str | None:
-        raise NotImplementedError
+        """Why ``value`` is not accepted, or None."""
 
 
 @dataclass(frozen=True)
