@@ -55,8 +55,8 @@ def evaluation_retrievals(saved, target: str | None = None, split: str | None = 
     """Top-k retrievals of every query of one evaluation target of the model's config (the first target, its
     first split, unless named), and the image dataset they index."""
     from retrieval.data.loading import ImageDataset
-    from retrieval.engine.evaluate import pick_split, splits_of
-    from retrieval.engine.extract import extract_features
+    from retrieval.engine.distributed import Topology
+    from retrieval.engine.evaluate import pick_split, sharded_features, splits_of
 
     cfg = saved.cfg
     name = target or next(iter(cfg.eval.targets))
@@ -67,9 +67,8 @@ def evaluation_retrievals(saved, target: str | None = None, split: str | None = 
     items = pick_split(splits_of(dataset, spec.root if spec.dataset is not None else cfg.data.root),
                        split or spec.splits[0], dataset.name)
     images = ImageDataset(items, saved.transform(), crop_boxes=cfg.data.crop_boxes)
-    features = extract_features(saved.model, images, batch_size=cfg.eval.batch_size, device=saved.device,
-                                scales=tuple(cfg.eval.scales), progress=progress)
-    return rank_split(features, items, spec.protocol.name, k, setup), images
+    features = sharded_features(saved.model, items, cfg, saved.device, progress, Topology())  # as evaluation does
+    return rank_split(features, items, spec.protocol.name, k, setup, spec.protocol.args), images
 
 
 def item_namer(images):

@@ -53,15 +53,14 @@ def metric_name(target: str, split: str, metric: str, cfg: Config) -> str:
 
 def sharded_features(model, split: Split, cfg: Config, device, progress: bool, topology: Topology) -> torch.Tensor:
     """Descriptors of every item of ``split``; with several processes each extracts a strided shard."""
-    from retrieval.engine.extract import extract_features
+    from retrieval.engine.extract import extract_features, multiscale_settings
 
     shard = split.subset(np.arange(topology.rank, len(split), topology.world_size)) if topology.distributed \
         else split
     images = ImageDataset(shard, build_transform(cfg.data.test_transform), crop_boxes=cfg.data.crop_boxes,
                           bad_images="skip")  # extract_features then names every unreadable image, drops none
     features = extract_features(model, images, batch_size=cfg.eval.batch_size, device=device,
-                                num_workers=cfg.data.num_workers, scales=tuple(cfg.eval.scales), progress=progress,
-                                scale_power=cfg.eval.scale_power, antialias=cfg.eval.scale_antialias)
+                                num_workers=cfg.data.num_workers, progress=progress, **multiscale_settings(cfg.eval))
     return gather_features(features.to(device), len(split), topology).cpu()
 
 

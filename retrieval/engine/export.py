@@ -29,7 +29,7 @@ from retrieval.data.images import ImageLoadError, load_image
 from retrieval.data.loading import ImageDataset
 from retrieval.data.split import Split
 from retrieval.engine.checkpoint import write_digest
-from retrieval.engine.extract import collate_by_size, embed_multiscale
+from retrieval.engine.extract import collate_by_size, embed_multiscale, multiscale_settings
 from retrieval.engine.saved_model import SavedModel
 from retrieval.io import atomic_open, write_json
 
@@ -111,7 +111,8 @@ def extract_shard(saved: SavedModel, paths: list[str], batch_size: int, num_work
         for batches, skipped in loader:
             unreadable += skipped
             for batch in batches:
-                embedding = embed_multiscale(saved.model, batch.images.to(saved.device), tuple(saved.cfg.eval.scales))
+                embedding = embed_multiscale(saved.model, batch.images.to(saved.device),
+                                             **multiscale_settings(saved.cfg.eval))
                 rows.update(zip(batch.indices.tolist(), embedding.cpu().numpy()))
             bar.update(sum(len(b.indices) for b in batches) + len(skipped))
     kept = sorted(rows)

@@ -21,6 +21,13 @@ from retrieval.data.loading import Batch, ImageDataset, collate_skipping
 from retrieval.evaluation.postprocess import aggregate_scales
 
 
+def multiscale_settings(eval_cfg) -> dict:
+    """The evaluation config's multi-scale settings, as keyword arguments of :func:`embed_multiscale` and
+    :func:`extract_features`: every descriptor of a model (evaluation, export, search, figures) is made alike."""
+    return {"scales": tuple(eval_cfg.scales), "scale_power": eval_cfg.scale_power,
+            "antialias": eval_cfg.scale_antialias}
+
+
 def collate_by_size(items) -> tuple[list[Batch], list[int]]:
     """Readable items stacked into one batch per image size; the indices of unreadable ones."""
     groups: dict[tuple[int, ...], list] = {}

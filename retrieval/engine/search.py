@@ -76,12 +76,12 @@ def query_features(saved, images: Sequence[str | Path]) -> torch.Tensor:
     """(Q, D) descriptors of the query image files, extracted as the index was (same model and transform).
     An unreadable query is an error naming it (:class:`~retrieval.data.images.ImageLoadError`)."""
     from retrieval.data.images import load_image
-    from retrieval.engine.extract import embed_multiscale
+    from retrieval.engine.extract import embed_multiscale, multiscale_settings
 
     transform = saved.transform()
     rows = []
     with torch.no_grad():
         for image in images:
             tensor = transform(load_image(image))[None].to(saved.device)
-            rows.append(embed_multiscale(saved.model, tensor, tuple(saved.cfg.eval.scales)).cpu())
+            rows.append(embed_multiscale(saved.model, tensor, **multiscale_settings(saved.cfg.eval)).cpu())
     return torch.cat(rows)

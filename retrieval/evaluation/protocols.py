@@ -128,6 +128,17 @@ def faces(features, split: Split, ks: Sequence[int] = (1,), min_instances: int =
     return retrieval_metrics(features, labels, ks=ks, block_size=block_size)
 
 
+def revisited_scores(features, split: Split, qe_k: int = 0, qe_alpha: float = 0.0):
+    """``(query items, database items, scores)`` of the revisited protocol: the exact similarities
+    (Q, G) of the queries, expanded by α-QE when ``qe_k`` > 0, to the database, in gnd order."""
+    features = _features_of(features, split)
+    query, database = role_indices(split)
+    if "gnd" not in split.extra:
+        raise ValueError(f"split {split.name!r} has no extra['gnd'] ground truth for the revisited protocol")
+    queries, gallery = features[torch.as_tensor(query)], features[torch.as_tensor(database)]
+    return query, database, exact_scores(alpha_query_expansion(queries, gallery, qe_k, qe_alpha), gallery)
+
+
 @PROTOCOLS.register("revisited")
 def revisited(features, split: Split, kappas: Sequence[int] = (1, 5, 10), qe_k: int = 0,
               qe_alpha: float = 0.0) -> dict[str, float]:
@@ -139,11 +150,6 @@ def revisited(features, split: Split, kappas: Sequence[int] = (1, 5, 10), qe_k: 
     ``split.extra["gnd"]`` holds the per-query ground truth, indexing the gallery items in split
     order. Keys are ``"<setup>/<metric>"``, e.g. ``"medium/map"``, ``"hard/mp@10"``.
     """
-    features = _features_of(features, split)
-    query, database = role_indices(split)
-    if "gnd" not in split.extra:
-        raise ValueError(f"split {split.name!r} has no extra['gnd'] ground truth for the revisited protocol")
-    queries, database = features[torch.as_tensor(query)], features[torch.as_tensor(database)]
-    scores = exact_scores(alpha_query_expansion(queries, database, qe_k, qe_alpha), database)
+    _, _, scores = revisited_scores(features, split, qe_k, qe_alpha)
     result = evaluate_revisited(scores, split.extra["gnd"], kappas)
     return {f"{setup}/{name}": value for setup, metrics in result.items() for name, value in metrics.items()}

@@ -26,7 +26,7 @@ from PIL import Image, ImageDraw
 from retrieval.data.split import Split
 from retrieval.evaluation.knn import as_features, knn
 from retrieval.evaluation.metrics import per_query_metrics
-from retrieval.evaluation.protocols import role_indices
+from retrieval.evaluation.protocols import revisited_scores, role_indices
 from retrieval.evaluation.revisited import SETUPS, _indices, average_precision, positive_places
 
 WRONG, CORRECT, JUNK, QUERY, UNMARKED = 0, 1, -1, 2, 3
@@ -76,15 +76,16 @@ def rank_by_labels(features, split: Split, k: int, query_gallery: bool) -> Retri
     return Retrievals(query, retrieved, found.scores.cpu().numpy(), marks, average)
 
 
-def rank_revisited(features, split: Split, k: int, setup: str = "medium") -> Retrievals:
+def rank_revisited(features, split: Split, k: int, setup: str = "medium", qe_k: int = 0,
+                   qe_alpha: float = 0.0) -> Retrievals:
     """Top-k of every revisited Oxford/Paris query (``split.extra["gnd"]``), marked for ``setup``
     ("easy", "medium" or "hard"): its positives CORRECT, its ignored images JUNK (left in the ranking, so
-    they can be seen, but out of the AP), the rest WRONG."""
+    they can be seen, but out of the AP), the rest WRONG. Scored as the protocol scores them
+    (:func:`~retrieval.evaluation.protocols.revisited_scores`, α-QE with ``qe_k`` and ``qe_alpha``)."""
     if setup not in SETUPS:
         raise ValueError(f"unknown revisited setup {setup!r}; choose one of {', '.join(SETUPS)}")
-    features = as_features(features)
-    query, database = role_indices(split)
-    scores = (features[torch.as_tensor(query)] @ features[torch.as_tensor(database)].T).numpy()
+    query, database, scores = revisited_scores(features, split, qe_k, qe_alpha)
+    scores = scores.numpy()
     positive_keys, ignored_keys = SETUPS[setup]
     k = min(k, len(database))
     rows = {"retrieved": [], "scores": [], "marks": [], "ap": []}
@@ -104,17 +105,19 @@ def rank_revisited(features, split: Split, k: int, setup: str = "medium") -> Ret
 
 
 def rank_split(features, split: Split, protocol: str = "leave_one_out", k: int = 8,
-               setup: str = "medium") -> Retrievals:
+               setup: str = "medium", protocol_args: dict | None = None) -> Retrievals:
     """Top-k retrievals of every query of ``split`` (features (N, D), row i = item i) as ``protocol`` defines
     queries and relevance (see :data:`QUERY_GALLERY_PROTOCOLS`). Other protocols rank every item against all the
     others by label, as ``leave_one_out`` does: VehicleID's "all" gallery, and the faces protocol item by item
-    (not its per-video group means)."""
+    (not its per-video group means). ``protocol_args``: the protocol's config arguments (the revisited
+    protocol's α-QE ``qe_k`` and ``qe_alpha`` change its ranking; the others' do not)."""
     if k < 1:
         raise ValueError(f"k must be at least 1; got {k}")
     if protocol == "revisited":
         if "gnd" not in split.extra:
             raise ValueError(f"split {split.name!r} has no extra['gnd'] ground truth for the revisited protocol")
-        return rank_revisited(features, split, k, setup)
+        expansion = {key: value for key, value in (protocol_args or {}).items() if key in ("qe_k", "qe_alpha")}
+        return rank_revisited(features, split, k, setup, **expansion)
     return rank_by_labels(features, split, k, query_gallery=protocol in QUERY_GALLERY_PROTOCOLS)
 
 

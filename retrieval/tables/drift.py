@@ -15,7 +15,7 @@ from pathlib import Path
 
 from retrieval.io import write_text
 from retrieval.tables.provenance import committed_text
-from retrieval.tables.results import DONE, display_path, metric_columns
+from retrieval.tables.results import DONE, display_path, metric_columns, number
 
 # percentage points; demo test sets have a few hundred queries, where one query moves Recall@1 by ~0.4
 TOLERANCE = 1.0
@@ -35,13 +35,6 @@ class RowDrift:
 def _lines(text: str) -> tuple[list[str], dict[str, dict[str, str]]]:
     reader = csv.DictReader(io.StringIO(text))
     return list(reader.fieldnames or []), {line.get("row") or "": line for line in reader}
-
-
-def _number(text: str | None) -> float | None:
-    try:
-        return float(text) if text else None
-    except ValueError:
-        return None
 
 
 def is_results_file(path: Path) -> bool:
@@ -69,7 +62,7 @@ def table_drift(path: Path, ref: str = "HEAD") -> list[RowDrift]:
             drifts.append(RowDrift(name, row, {}, f"status {line.get('status')!r} now, {before.get('status')!r} "
                                                   "committed: not compared"))
             continue
-        pairs = {m: (_number(line.get(m)), _number(before.get(m))) for m in metrics}
+        pairs = {m: (number(line.get(m)), number(before.get(m))) for m in metrics}
         drifts.append(RowDrift(name, row, {m: round(a - b, 2) for m, (a, b) in pairs.items()
                                            if a is not None and b is not None}))
     drifts += [RowDrift(name, row, {}, "committed row no longer in the table") for row in old if row not in fresh]

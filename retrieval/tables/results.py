@@ -91,7 +91,8 @@ def row_command(table: Table, demo: bool, row_name: str) -> str:
     return f'{table_command(table, demo)} --rows "{escaped}"'
 
 
-def _number(text: str | None) -> float | None:
+def number(text: str | None) -> float | None:
+    """A CSV cell as a number, or None when empty or not a number."""
     try:
         return float(text) if text not in (None, "") else None
     except ValueError:
@@ -106,7 +107,7 @@ def read_outcomes(stem: Path, metrics: list[str]) -> dict[str, Outcome]:
     outcomes = {}
     with open(path, newline="", encoding="utf-8") as handle:
         for line in csv.DictReader(handle):
-            values = {m: _number(line.get(m)) for m in metrics}
+            values = {m: number(line.get(m)) for m in metrics}
             status = line.get("status") or ""
             # "stale" only describes a finished run against the table's current config; it is decided anew
             outcomes[line.get("row") or ""] = Outcome(

@@ -15,7 +15,6 @@ from retrieval.zoo.loaders import LoadedNet, load_cirtorch, load_dirtorch
 from retrieval.zoo.registry import CIRTORCH, ZOO, ZooEntry, entry
 
 DATASETS = ("roxford5k", "rparis6k")
-SETUPS = ("easy", "medium", "hard")
 KAPPAS = (1, 5, 10)
 DISTRACTORS = "revisitop1m"
 

@@ -87,8 +87,7 @@ def test_evaluate_refuses_a_model_file_with_flipped_weight_bits_naming_it(runs, 
     cfg, own = runs[0]
     model = tmp_path / "model.pt"
     shutil.copy(own / "model.pt", model)
-    if (own / "model.sha256").is_file():
-        shutil.copy(own / "model.sha256", tmp_path / "model.sha256")
+    shutil.copy(own / "model.sha256", tmp_path / "model.sha256")  # the digest of the untampered file
     flip_mantissa_bits(model, 2000)
     torch.load(model, weights_only=True)  # the premise: torch loads the tampered file without a word
     config = tmp_path / "config.yaml"

@@ -4,6 +4,7 @@ import pytest
 from PIL import Image
 
 from retrieval.data.split import Split
+from retrieval.evaluation.protocols import PROTOCOLS
 from retrieval.evaluation.qualitative import (
     COLOURS,
     CORRECT,
@@ -84,6 +85,17 @@ def test_revisited_marks_junk_and_ap_leaves_it_out(setup):
         np.testing.assert_array_equal(found.marks[q], expected)
         alone = evaluate_revisited(scores[q:q + 1], [entry], kappas=(1,))[setup]["map"]
         assert found.ap[q] == pytest.approx(alone, abs=1e-9)
+
+
+def test_revisited_figure_ranks_as_the_protocol_with_alpha_qe():
+    """The figure's AP per query, averaged, is the protocol's mAP, α-QE included (the config's protocol args)."""
+    features, split, _ = revisited_split()
+    args = {"qe_k": 3, "qe_alpha": 3.0}
+    found = rank_split(features, split, "revisited", k=20, protocol_args={**args, "kappas": [1]})
+    plain = rank_split(features, split, "revisited", k=20)
+    assert not np.array_equal(found.retrieved, plain.retrieved)  # the expansion changes the ranking here
+    protocol = PROTOCOLS.get("revisited")(features, split, kappas=(1,), **args)
+    assert float(np.mean(found.ap)) == pytest.approx(protocol["medium/map"], abs=1e-12)
 
 
 def test_choose_queries():
